@@ -1,0 +1,101 @@
+"""Latency, start-up and memory benchmark. Not a test: it prints figures. The last line is one JSON object.
+
+    python -m cxr_demo.bench --json
+
+Each task is timed server-side through its tab handler (decode, model, heatmap/overlay), as a user's click is.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+from cxr_demo import examples, zoo
+from cxr_demo.warmup import configure_threads
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TARGETS_MS = {"classify": 100, "segment": 80, "zeroshot": 60, "detect": 600}
+
+
+def time_calls(fn, repeats: int, warmup: int = 3) -> dict:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000)
+    return {"p50_ms": round(float(np.percentile(times, 50)), 1), "p95_ms": round(float(np.percentile(times, 95)), 1), "n": repeats}
+
+
+def task_handlers(image: str) -> dict:
+    """One callable per task that has a default model in the zoo."""
+    handlers = {}
+    if zoo.names("classify"):
+        from cxr_demo.ui.classify_tab import classify_image
+        handlers["classify"] = lambda: classify_image(image, None, "GradCAM")
+    return handlers
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def app_ready_seconds(timeout: float = 120.0) -> float:
+    """Seconds from `python app.py` to the server answering HTTP on localhost."""
+    port = free_port()
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    start = time.perf_counter()
+    process = subprocess.Popen([sys.executable, "app.py"], cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while time.perf_counter() - start < timeout:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1) as response:
+                    if response.status == 200:
+                        return round(time.perf_counter() - start, 2)
+            except OSError:
+                time.sleep(0.1)
+        return float("nan")
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--image", help="image to time (default: the example DICOM, a 1024x1024 JPEG-baseline CR)")
+    parser.add_argument("--no-startup", action="store_true", help="skip the app start-up measurement")
+    parser.add_argument("--json", action="store_true", help="end with one JSON line (always printed; kept for scripts)")
+    args = parser.parse_args(argv)
+    configure_threads()
+    image = args.image or next((p for p in examples.paths() if p.endswith(".dcm")), examples.paths()[0])
+    ready = None if args.no_startup else app_ready_seconds()
+    tasks = {}
+    for task, fn in task_handlers(image).items():
+        tasks[task] = time_calls(fn, args.repeats)
+        status = "meets" if tasks[task]["p50_ms"] <= TARGETS_MS[task] else "MISSES"
+        print(f"{task:<9} p50 {tasks[task]['p50_ms']:7.1f} ms  p95 {tasks[task]['p95_ms']:7.1f} ms  ({status} the {TARGETS_MS[task]} ms target)")
+    for task in TARGETS_MS:
+        tasks.setdefault(task, {"p50_ms": None, "p95_ms": None, "skipped": f"no {task} model in the zoo yet"})
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"app ready in {ready} s (target 20 s); peak RSS {peak_mb:.0f} MB with {zoo.registry().loaded_names()} loaded")
+    result = {"ready_s": ready, "peak_rss_mb": round(peak_mb, 1), "tasks": tasks, "image": Path(image).name,
+              "threads": int(__import__("torch").get_num_threads()), "cpu_count": os.cpu_count()}
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

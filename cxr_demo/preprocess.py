@@ -1,0 +1,65 @@
+"""Pixel preprocessing shared by training and inference, so both see identical inputs."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision.transforms.v2 import functional as TF
+
+PREPROCESS_STEPS = ("equalize", "none")
+
+
+def to_uint8(pixels: np.ndarray) -> np.ndarray:
+    """Float [0, 1] image to uint8, clipping anything outside."""
+    return (np.clip(pixels, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def resize_uint8(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize a (..., H, W) uint8 tensor with antialiasing; the training data were squashed, so we squash too."""
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image
+    return TF.resize(image, list(size), antialias=True)
+
+
+def apply_steps(image: torch.Tensor, steps: str) -> torch.Tensor:
+    """Apply the named intensity step to a (..., 1, H, W) uint8 tensor.
+
+    Histogram equalization removes most scanner- and site-specific intensity differences,
+    one of the shortcuts a classifier could otherwise learn.
+    """
+    if steps == "equalize":
+        return TF.equalize(image)
+    if steps == "none":
+        return image
+    raise ValueError(f"Unknown preprocess step {steps!r}; choose one of {PREPROCESS_STEPS}.")
+
+
+def normalize(image: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """uint8 (..., C, H, W) to normalised float."""
+    x = image.float().div_(255.0)
+    mean_t = torch.tensor(mean, dtype=x.dtype).view(-1, 1, 1)
+    std_t = torch.tensor(std, dtype=x.dtype).view(-1, 1, 1)
+    return (x - mean_t) / std_t
+
+
+def model_input(
+    pixels: np.ndarray,
+    size: tuple[int, int],
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    steps: str = "equalize",
+    in_chans: int = 1,
+) -> torch.Tensor:
+    """Float [0, 1] HxW pixels to a (1, C, H, W) network input."""
+    image = torch.from_numpy(to_uint8(pixels))[None]
+    image = apply_steps(resize_uint8(image, size), steps)
+    x = normalize(image, mean[:1], std[:1])
+    if in_chans != 1:
+        x = x.expand(in_chans, -1, -1)
+    return x[None].contiguous(memory_format=torch.channels_last)
+
+
+def upsample_to(heatmap: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of a float HxW map to another shape."""
+    t = torch.from_numpy(np.ascontiguousarray(heatmap, dtype=np.float32))[None, None]
+    return F.interpolate(t, size=shape, mode="bilinear", align_corners=False)[0, 0].numpy()

@@ -1,0 +1,20 @@
+"""Gradio Blocks app: one builder per tab, wiring only. Handlers live beside each builder and are plain functions."""
+from __future__ import annotations
+
+import gradio as gr
+
+from cxr_demo.ui import classify_tab
+from cxr_demo.ui.common import disclaimer
+
+TITLE = "cxr-demo: chest X-ray AI in the browser"
+CSS = ".disclaimer blockquote {border-left: 4px solid #d97706; background: #fffbeb; padding: 6px 12px;}"
+
+
+def build_demo() -> gr.Blocks:
+    with gr.Blocks(title=TITLE) as demo:
+        gr.Markdown(f"# {TITLE}\nUpload a frontal chest X-ray and see what small, open models make of it, and why.")
+        disclaimer()
+        with gr.Tabs():
+            with gr.Tab("Classify", id="classify"):
+                classify_tab.build()
+    return demo

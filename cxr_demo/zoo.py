@@ -1,0 +1,232 @@
+"""The model zoo: typed specs read from `weights/zoo.toml`, resolved local-first, loaded lazily from safetensors.
+
+    from cxr_demo import zoo
+    spec = zoo.default("classify")
+    model = zoo.load(spec.name)      # cached; raises ModelUnavailable with a plain reason
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import torch
+from safetensors.torch import load_file
+
+Task = Literal["classify", "zeroshot", "segment", "multitask", "detect"]
+TASKS: tuple[str, ...] = ("classify", "zeroshot", "segment", "multitask", "detect")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ZOO_FILE = Path(os.environ.get("CXR_DEMO_ZOO", REPO_ROOT / "weights" / "zoo.toml"))
+WEIGHTS_FILE = "model.safetensors"
+
+
+class UnknownModel(KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class ModelUnavailable(RuntimeError):
+    """The model is listed but cannot be loaded; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    task: Task
+    arch: str
+    source: str
+    labels: tuple[str, ...] = ()
+    input_size: int = 224
+    mean: tuple[float, ...] = (0.5,)
+    std: tuple[float, ...] = (0.5,)
+    license: str = "unknown"
+    default: bool = False
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"Model {self.name!r}: task must be one of {TASKS}, got {self.task!r}.")
+        if not self.source.startswith(("local:", "hf-hub:")):
+            raise ValueError(f"Model {self.name!r}: source must start with 'local:' or 'hf-hub:', got {self.source!r}.")
+
+    @property
+    def is_hub(self) -> bool:
+        return self.source.startswith("hf-hub:")
+
+    @classmethod
+    def from_dict(cls, entry: dict) -> "ModelSpec":
+        known = {f for f in cls.__dataclass_fields__ if f != "extra"}
+        unknown = {k: v for k, v in entry.items() if k not in known}
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in entry.items() if k in known}
+        return cls(**values, extra=unknown)
+
+
+@dataclass
+class Loaded:
+    """A ready-to-run model with everything a predictor needs."""
+
+    spec: ModelSpec
+    module: torch.nn.Module
+    config: dict
+    folder: Path
+
+    @property
+    def options(self) -> dict:
+        return self.config.get("cxr_demo", {})
+
+
+class Zoo:
+    def __init__(self, specs: list[ModelSpec]):
+        names = [s.name for s in specs]
+        duplicates = {n for n in names if names.count(n) > 1}
+        if duplicates:
+            raise ValueError(f"Duplicate model names in the zoo: {sorted(duplicates)}")
+        self._specs = {s.name: s for s in specs}
+        self._cache: dict[str, Loaded] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_toml(cls, path: str | Path = ZOO_FILE) -> "Zoo":
+        with open(path, "rb") as handle:
+            entries = tomllib.load(handle).get("model", [])
+        return cls([ModelSpec.from_dict(e) for e in entries])
+
+    def specs(self, task: str | None = None) -> list[ModelSpec]:
+        return [s for s in self._specs.values() if task is None or s.task == task]
+
+    def names(self, task: str | None = None) -> list[str]:
+        return [s.name for s in self.specs(task)]
+
+    def get(self, name: str) -> ModelSpec:
+        try:
+            return self._specs[name]
+        except KeyError:
+            raise UnknownModel(f"No model named {name!r} in the zoo. Known models: {', '.join(self._specs) or 'none'}.") from None
+
+    def default(self, task: str) -> ModelSpec:
+        specs = self.specs(task)
+        if not specs:
+            raise UnknownModel(f"The zoo has no {task} model. Add one to {ZOO_FILE.name}.")
+        return next((s for s in specs if s.default), specs[0])
+
+    def load(self, name: str) -> Loaded:
+        spec = self.get(name)
+        with self._lock:  # one load per model even when several requests arrive together
+            if name not in self._cache:
+                folder = resolve(spec)
+                config = _read_config(folder, spec)
+                module = LOADERS[spec.task](spec, config, load_weights(folder))
+                self._cache[name] = Loaded(spec, module.eval(), config, folder)
+            return self._cache[name]
+
+    def loaded_names(self) -> list[str]:
+        return list(self._cache)
+
+
+def resolve(spec: ModelSpec) -> Path:
+    """The folder holding the model's files: `weights/<name>/` first, then the Hub (cache, then download)."""
+    local = REPO_ROOT / "weights" / spec.name
+    if spec.source.startswith("local:"):
+        folder = Path(spec.source.removeprefix("local:"))
+        folder = folder if folder.is_absolute() else REPO_ROOT / folder
+        if not (folder / WEIGHTS_FILE).is_file():
+            raise ModelUnavailable(f"Model {spec.name!r}: no {WEIGHTS_FILE} in {folder}. Train it with `python -m train.{spec.task}` or fix its source in zoo.toml.")
+        return folder
+    if (local / WEIGHTS_FILE).is_file():
+        return local
+    return _download(spec)
+
+
+def _download(spec: ModelSpec) -> Path:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    repo, _, revision = spec.source.removeprefix("hf-hub:").partition("@")
+    try:
+        config = hf_hub_download(repo, "config.json", revision=revision or None, etag_timeout=5)
+        hf_hub_download(repo, WEIGHTS_FILE, revision=revision or None, etag_timeout=5)
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled, OSError) as error:
+        raise ModelUnavailable(
+            f"Model {spec.name!r} lives on the Hugging Face Hub ({repo}) and this machine cannot reach it "
+            f"({type(error).__name__}). Connect to the internet, or download it once and put its files in weights/{spec.name}/."
+        ) from None
+    except HfHubHTTPError as error:
+        raise ModelUnavailable(
+            f"Model {spec.name!r}: the Hub refused {repo}@{revision or 'main'} ({error.response.status_code if error.response is not None else 'error'}). "
+            f"It may be private, renamed, or lack {WEIGHTS_FILE} (pickled weights are never loaded)."
+        ) from None
+    return Path(config).parent
+
+
+def _read_config(folder: Path, spec: ModelSpec) -> dict:
+    path = folder / "config.json"
+    if not path.is_file():
+        raise ModelUnavailable(f"Model {spec.name!r}: {path} is missing.")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ModelUnavailable(f"Model {spec.name!r}: config.json is not valid JSON ({error}).") from None
+
+
+def load_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """safetensors only: never unpickle a downloaded file."""
+    state = load_file(folder / WEIGHTS_FILE)
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+
+Loader = Callable[[ModelSpec, dict, dict], torch.nn.Module]
+LOADERS: dict[str, Loader] = {}
+
+
+def register_loader(task: str) -> Callable[[Loader], Loader]:
+    def wrap(fn: Loader) -> Loader:
+        LOADERS[task] = fn
+        return fn
+    return wrap
+
+
+@register_loader("classify")
+def _load_timm_classifier(spec: ModelSpec, config: dict, state: dict) -> torch.nn.Module:
+    import timm
+
+    labels = list(config.get("label_names") or spec.labels)
+    if spec.labels and list(spec.labels) != labels:
+        raise ModelUnavailable(f"Model {spec.name!r}: zoo.toml labels {list(spec.labels)} differ from the checkpoint's {labels}.")
+    try:
+        model = timm.create_model(spec.arch, pretrained=False, num_classes=len(labels), **config.get("model_args", {}))
+        model.load_state_dict(state)
+    except (RuntimeError, KeyError) as error:
+        raise ModelUnavailable(f"Model {spec.name!r}: the weights do not fit architecture {spec.arch!r} ({str(error).splitlines()[0]}).") from None
+    return model.to(memory_format=torch.channels_last)
+
+
+_ZOO: Zoo | None = None
+
+
+def registry() -> Zoo:
+    """The process-wide zoo, read once from zoo.toml."""
+    global _ZOO
+    if _ZOO is None:
+        _ZOO = Zoo.from_toml(ZOO_FILE)
+    return _ZOO
+
+
+def get(name: str) -> ModelSpec:
+    return registry().get(name)
+
+
+def default(task: str) -> ModelSpec:
+    return registry().default(task)
+
+
+def load(name: str) -> Loaded:
+    return registry().load(name)
+
+
+def names(task: str | None = None) -> list[str]:
+    return registry().names(task)

@@ -1,0 +1,144 @@
+"""Shared fixtures: the shipped example images, synthetic bad inputs, tiny random models, a running app."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+
+from cxr_demo import zoo
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples"
+SHARED_DATA = REPO.parent / "shared" / "data"
+LABELS = ["COVID", "Normal", "Viral Pneumonia"]
+
+torch.set_num_threads(2)
+
+needs_shared_data = pytest.mark.skipif(
+    not SHARED_DATA.is_dir(), reason=f"real data not found at {SHARED_DATA} (it sits beside the repo in CI and dev machines)"
+)
+
+
+@pytest.fixture(scope="session")
+def example_png() -> Path:
+    return EXAMPLES / "covid-1000.png"
+
+
+@pytest.fixture(scope="session")
+def example_dicom() -> Path:
+    return EXAMPLES / "siim-cr-jpeg-baseline.dcm"
+
+
+@pytest.fixture(scope="session")
+def class_folder(tmp_path_factory) -> Path:
+    """A tiny dataset in the COVID-19 Radiography Database layout, built from the example PNGs."""
+    root = tmp_path_factory.mktemp("cxr-3class")
+    sources = {"COVID": "covid-1000.png", "Normal": "normal-1062.png", "Viral Pneumonia": "viral-pneumonia-person1007.png"}
+    for label, name in sources.items():
+        folder = root / label / "images"
+        folder.mkdir(parents=True)
+        for i in range(10):
+            stem = f"{label}-person{i}_virus_{i}" if label == "Viral Pneumonia" else f"{label}-{i}"
+            shutil.copy(EXAMPLES / name, folder / f"{stem}.png")
+    return root
+
+
+def export_random_classifier(folder: Path, arch: str, temperature: float = 1.0, **model_args) -> Path:
+    """A randomly initialised timm classifier exported in the zoo's checkpoint layout."""
+    from huggingface_hub import ModelCardData
+
+    from train.export import export_checkpoint
+
+    torch.manual_seed(0)
+    model = timm.create_model(arch, pretrained=False, num_classes=len(LABELS), in_chans=1, **model_args)
+    config = {
+        "architecture": arch, "num_classes": len(LABELS), "label_names": LABELS,
+        "model_args": {"in_chans": 1, **model_args},
+        "cxr_demo": {"task": "classify", "preprocess": "equalize", "temperature": temperature},
+    }
+    metrics = {"task": "classify", "test": {"macro_f1": 0.0}}
+    return export_checkpoint(folder, model.state_dict(), config, metrics, "# random test model", ModelCardData(license="apache-2.0"), half=False)
+
+
+def tiny_zoo_toml(root: Path, entries: list[dict]) -> Path:
+    lines = []
+    for entry in entries:
+        lines.append("[[model]]")
+        for key, value in entry.items():
+            rendered = str(value).lower() if isinstance(value, bool) else repr(value) if isinstance(value, (int, float)) else f'"{value}"' if isinstance(value, str) else "[" + ", ".join(f'"{v}"' if isinstance(v, str) else str(v) for v in value) + "]"
+            lines.append(f"{key} = {rendered}")
+    path = root / "zoo.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_zoo(tmp_path_factory) -> zoo.Zoo:
+    """A zoo of small random models: a CNN, a ViT, and a Hub-only entry that cannot be reached offline."""
+    root = tmp_path_factory.mktemp("zoo")
+    export_random_classifier(root / "tiny-cnn", "mobilenetv2_035")
+    export_random_classifier(root / "tiny-vit", "vit_tiny_patch16_224", img_size=96)
+    entries = [
+        dict(name="tiny-cnn", task="classify", arch="mobilenetv2_035", labels=LABELS, input_size=224, mean=[0.5], std=[0.5],
+             source=f"local:{root / 'tiny-cnn'}", default=True),
+        dict(name="tiny-vit", task="classify", arch="vit_tiny_patch16_224", labels=LABELS, input_size=96, mean=[0.5], std=[0.5],
+             source=f"local:{root / 'tiny-vit'}"),
+        dict(name="hub-only", task="classify", arch="mobilenetv2_035", labels=LABELS, source="hf-hub:cxr-demo/does-not-exist@main"),
+    ]
+    return zoo.Zoo.from_toml(tiny_zoo_toml(root, entries))
+
+
+@pytest.fixture
+def use_zoo(monkeypatch):
+    """Make the process-wide zoo a given one for the duration of a test."""
+    def install(z: zoo.Zoo) -> zoo.Zoo:
+        monkeypatch.setattr(zoo, "_ZOO", z)
+        return z
+    return install
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def running_app():
+    """`python app.py` on a free localhost port, with the shipped zoo; yields its URL."""
+    port = _free_port()
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1"}
+    log = open(REPO / ".pytest_cache" / "app.log", "w") if (REPO / ".pytest_cache").is_dir() else subprocess.DEVNULL
+    process = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"app.py exited with code {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                break
+        except OSError:
+            time.sleep(0.25)
+    else:
+        process.kill()
+        pytest.fail("app.py did not answer within 120 s")
+    yield url
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()

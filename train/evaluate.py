@@ -1,0 +1,114 @@
+"""Evaluate a zoo model on a folder. The last printed line is one JSON object.
+
+    python -m train.evaluate --data ../shared/data/cxr-3class --split test --json
+    python -m train.evaluate --model cxr-effnet-lite0 --data DIR --json
+
+`--data` in the COVID-19 Radiography Database layout (`<Class>/images/*`) gives the metrics; a flat folder of
+unlabelled images gives the distribution of predicted classes (useful as a shortcut probe on other hospitals).
+Images go through exactly the app's path: `read_xray` -> the model's preprocessing -> temperature-scaled softmax.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from cxr_demo import classify, zoo
+from cxr_demo.io import InvalidImage, read_xray
+from train import data as datasets
+from train.metrics import classification_report
+
+TASKS = ("classify", "zeroshot", "segment", "detect")
+
+
+def classifier_logits(model_name: str, paths: list[Path], batch_size: int = 32) -> torch.Tensor:
+    loaded = zoo.load(model_name)
+    outputs = []
+    for start in tqdm(range(0, len(paths), batch_size), desc="evaluate", unit="batch", file=sys.stderr):
+        batch = torch.cat([classify.prepare(read_xray(p), loaded) for p in paths[start:start + batch_size]])
+        with torch.inference_mode():
+            outputs.append(loaded.module(batch).float())
+    return torch.cat(outputs)
+
+
+def evaluate_classifier(model_name: str, data_dir: Path, split: str, seed: int) -> dict:
+    loaded = zoo.load(model_name)
+    labels = list(loaded.config.get("label_names") or loaded.spec.labels)
+    temperature = float(loaded.options.get("temperature", 1.0))
+    if not any(p.is_dir() for p in data_dir.iterdir()):
+        return predicted_distribution(model_name, data_dir, labels, temperature)
+    folders = sorted(p.name for p in data_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    unknown = [f for f in folders if f not in labels]
+    if unknown:
+        raise SystemExit(f"Folders {unknown} are not classes of {model_name} ({labels}). Rename them or remove them.")
+    data = datasets.read_class_folders(data_dir, folders)
+    index = np.arange(len(data)) if split == "all" else datasets.split_80_10_10(data, seed)[split]
+    data = data.subset(index)
+    targets = torch.tensor([labels.index(data.classes[i]) for i in data.labels])
+    logits = classifier_logits(model_name, data.paths)
+    report = classification_report(logits, targets, labels, temperature)
+    return {"model": model_name, "task": "classify", "data": str(data_dir), "split": split, **report}
+
+
+def predicted_distribution(model_name: str, data_dir: Path, labels: list[str], temperature: float) -> dict:
+    paths = sorted(p for p in data_dir.rglob("*") if p.suffix.lower() in datasets.IMAGE_SUFFIXES | {".dcm"})
+    readable = []
+    for p in paths:
+        try:
+            read_xray(p)
+            readable.append(p)
+        except InvalidImage:
+            continue
+    probs = (classifier_logits(model_name, readable) / temperature).softmax(1)
+    counts = np.bincount(probs.argmax(1).numpy(), minlength=len(labels))
+    return {"model": model_name, "task": "classify", "data": str(data_dir), "n": len(readable),
+            "predicted": {label: int(c) for label, c in zip(labels, counts)},
+            "mean_probability": {label: round(float(v), 4) for label, v in zip(labels, probs.mean(0))}}
+
+
+def print_summary(result: dict) -> None:
+    if "macro_f1" in result:
+        print(f"{result['model']} on {result['data']} ({result['split']}, n={result['n']}): "
+              f"macro-F1 {result['macro_f1']:.4f}  accuracy {result['accuracy']:.4f}  "
+              f"precision {result['macro_precision']:.4f}  recall {result['macro_recall']:.4f}  "
+              f"ECE {result['ece_uncalibrated']:.4f} -> {result['ece']:.4f} (T={result['temperature']:.2f})")
+        for name, row in result["per_class"].items():
+            print(f"  {name:<18} F1 {row['f1']:.4f}  P {row['precision']:.4f}  R {row['recall']:.4f}  n={row['support']}")
+    elif "predicted" in result:
+        print(f"{result['model']} on {result['data']} (unlabelled, n={result['n']}): predicted {result['predicted']}")
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, type=Path)
+    parser.add_argument("--model", help="zoo model name (default: the zoo's default for --task)")
+    parser.add_argument("--task", choices=TASKS, default="classify")
+    parser.add_argument("--split", choices=("all", "train", "val", "test"), default="all",
+                        help="evaluate the seeded 80/10/10 split's part of --data (the training split)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--prompts", help="prompt preset (zeroshot)")
+    parser.add_argument("--json", action="store_true", help="end with one JSON line (always printed; kept for scripts)")
+    args = parser.parse_args(argv)
+    if not args.data.is_dir():
+        parser.error(f"--data {args.data} is not a folder")
+    try:
+        model = args.model or zoo.default(args.task).name
+        if zoo.get(model).task != args.task:
+            parser.error(f"{model} is a {zoo.get(model).task} model; pass --task {zoo.get(model).task}")
+        if args.task != "classify":
+            parser.error(f"--task {args.task}: no evaluator yet; this release evaluates classifiers")
+        result = evaluate_classifier(model, args.data, args.split, args.seed)
+    except (zoo.UnknownModel, zoo.ModelUnavailable) as error:
+        parser.exit(2, f"error: {error}\n")
+    print_summary(result)
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
