@@ -1,0 +1,134 @@
+"""Training code: readers, splits, fractions, freezing, calibration, and a few real steps end to end."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import timm
+import torch
+
+from cxr_demo import zoo
+from train import data as datasets
+from train.classify import ClassifyConfig, freeze_all_but_last, parse_args, train
+from train.evaluate import main as evaluate_main
+from train.metrics import classification_report, fit_temperature
+from tests.conftest import LABELS, SHARED_DATA, needs_shared_data, tiny_zoo_toml
+
+
+def test_reader_finds_classes_and_patients(class_folder):
+    data = datasets.read_class_folders(class_folder)
+    assert data.classes == LABELS and len(data) == 30
+    assert np.bincount(data.labels).tolist() == [10, 10, 10]
+    assert "Viral Pneumonia/person3" in data.groups
+
+
+def test_reader_explains_a_wrong_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="Class"):
+        datasets.read_class_folders(tmp_path / "missing")
+    (tmp_path / "COVID").mkdir()
+    with pytest.raises(FileNotFoundError, match="No images"):
+        datasets.read_class_folders(tmp_path)
+
+
+@needs_shared_data
+def test_split_is_80_10_10_stratified_grouped_and_seeded():
+    data = datasets.read_class_folders(SHARED_DATA / "cxr-3class")
+    splits = datasets.split_80_10_10(data, seed=0)
+    sizes = {k: len(v) for k, v in splits.items()}
+    assert abs(sizes["train"] / len(data) - 0.8) < 0.02 and abs(sizes["test"] / len(data) - 0.1) < 0.02
+    groups = {k: {data.groups[i] for i in v} for k, v in splits.items()}
+    assert not groups["train"] & groups["test"] and not groups["train"] & groups["val"]
+    for k in splits:
+        share = np.bincount(data.labels[splits[k]], minlength=3) / len(splits[k])
+        np.testing.assert_allclose(share, np.bincount(data.labels) / len(data), atol=0.03)
+    again = datasets.split_80_10_10(data, seed=0)
+    assert all((again[k] == splits[k]).all() for k in splits)
+    assert not (datasets.split_80_10_10(data, seed=1)["test"] == splits["test"]).all()
+
+
+@pytest.mark.parametrize("fraction", [1.0, 0.75, 0.5, 0.25])
+def test_fraction_keeps_each_class_share(fraction):
+    labels = np.repeat([0, 1, 2], [400, 400, 200])
+    kept = datasets.take_fraction(np.arange(1000), labels, fraction)
+    assert np.bincount(labels[kept]).tolist() == [round(400 * fraction)] * 2 + [round(200 * fraction)]
+
+
+def test_fraction_out_of_range():
+    with pytest.raises(ValueError, match="fraction"):
+        datasets.take_fraction(np.arange(10), np.zeros(10, int), 1.5)
+
+
+def test_freeze_all_but_last_blocks():
+    model = timm.create_model("mobilenetv2_035", num_classes=3, in_chans=1)
+    total = sum(p.numel() for p in model.parameters())
+    head_only = freeze_all_but_last(model, 0)
+    two_blocks = freeze_all_but_last(model, 2)
+    assert head_only < two_blocks < total
+    assert model.classifier.weight.requires_grad and not model.conv_stem.weight.requires_grad
+
+
+def test_temperature_recovers_a_known_overconfidence():
+    torch.manual_seed(0)
+    true_logits = torch.randn(4000, 3) * 2
+    labels = torch.distributions.Categorical(logits=true_logits).sample()
+    fitted = fit_temperature(true_logits * 3, labels)  # a model 3x too confident
+    assert fitted == pytest.approx(3, rel=0.15)
+    report = classification_report(true_logits * 3, labels, LABELS, fitted)
+    assert report["ece"] < report["ece_uncalibrated"]
+
+
+def test_report_has_the_seed_columns():
+    logits = torch.tensor([[3.0, 0, 0], [0, 3.0, 0], [0, 0, 3.0], [3.0, 0, 0]])
+    report = classification_report(logits, torch.tensor([0, 1, 2, 1]), LABELS)
+    assert report["accuracy"] == pytest.approx(0.75)
+    assert report["confusion_matrix"] == [[1, 0, 0], [1, 1, 0], [0, 0, 1]]
+    assert report["per_class"]["Normal"]["recall"] == pytest.approx(0.5)
+    assert {"macro_f1", "macro_precision", "macro_recall", "ece"} <= set(report)
+
+
+def test_cli_defaults_follow_the_seed_recipe():
+    cfg = parse_args(["--data", "somewhere"])
+    assert (cfg.opt, cfg.lr, cfg.weight_decay, cfg.epochs) == ("adam", 5e-5, 1e-6, 20)
+    assert parse_args(["--data", "d", "--train-last", "2", "--fraction", "0.5"]).train_last == 2
+
+
+def test_a_few_steps_train_export_and_evaluate(class_folder, tmp_path, use_zoo, capsys, monkeypatch):
+    monkeypatch.setattr(datasets, "CACHE_DIR", tmp_path / "cache")
+    cfg = ClassifyConfig(data=str(class_folder), arch="mobilenetv2_035", name="smoke", init=None, epochs=2,
+                         batch_size=8, img_size=96, max_steps=2, lr=1e-3, out=str(tmp_path / "weights"), runs=str(tmp_path / "runs"))
+    out = train(cfg)
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "metrics.json", "model.safetensors"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs"] == 2 and metrics["minutes_per_epoch"] > 0
+    assert {"macro_f1", "accuracy", "ece", "ece_uncalibrated", "confusion_matrix"} <= set(metrics["test"])
+    card = (out / "README.md").read_text()
+    assert "pediatric" in card and "not a medical device" in card.lower()
+
+    # resuming a finished run does no more epochs and exports the same shape of result
+    assert json.loads((train(cfg) / "metrics.json").read_text())["epochs"] == 2
+
+    entry = dict(name="smoke", task="classify", arch="mobilenetv2_035", labels=LABELS, input_size=96, mean=[0.5], std=[0.5], source=f"local:{out}")
+    use_zoo(zoo.Zoo.from_toml(tiny_zoo_toml(tmp_path, [entry])))
+    capsys.readouterr()
+    evaluate_main(["--data", str(class_folder), "--json"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["n"] == 30 and {"accuracy", "macro_f1", "macro_precision", "macro_recall", "per_class", "ece"} <= set(result)
+
+
+def test_evaluate_reports_predictions_on_an_unlabelled_folder(tmp_path, tiny_zoo, use_zoo, capsys, example_png, example_dicom):
+    use_zoo(tiny_zoo)
+    for source in (example_png, example_dicom):
+        (tmp_path / source.name).write_bytes(source.read_bytes())
+    (tmp_path / "junk.png").write_bytes(b"not an image")
+    evaluate_main(["--data", str(tmp_path), "--model", "tiny-cnn", "--json"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["n"] == 2 and sum(result["predicted"].values()) == 2
+
+
+def test_evaluate_rejects_folders_that_are_not_classes(tmp_path, tiny_zoo, use_zoo, example_png):
+    use_zoo(tiny_zoo)
+    (tmp_path / "Pneumothorax").mkdir()
+    (tmp_path / "Pneumothorax" / "a.png").write_bytes(example_png.read_bytes())
+    with pytest.raises(SystemExit, match="Pneumothorax"):
+        evaluate_main(["--data", str(tmp_path), "--model", "tiny-cnn"])

@@ -1,0 +1,74 @@
+"""Tab handlers are plain functions: call them as the browser would, including with bad input."""
+from __future__ import annotations
+
+import gradio as gr
+import numpy as np
+import pytest
+
+from cxr_demo.ui import build_demo
+from cxr_demo.ui.classify_tab import TOP_PREDICTION, classify_image, target_choices
+from tests.conftest import LABELS
+
+
+@pytest.fixture(autouse=True)
+def small_models(tiny_zoo, use_zoo):
+    use_zoo(tiny_zoo)
+
+
+def test_classify_handler_returns_every_output(example_png):
+    probabilities, overlay, metadata, notes = classify_image(str(example_png), "tiny-cnn", "GradCAM", TOP_PREDICTION, 0.5)
+    assert set(probabilities) == set(LABELS)
+    assert overlay.dtype == np.uint8 and overlay.shape == (224, 224, 3)
+    assert ["format", "PNG"] in metadata
+    assert "GradCAM" in notes and "View position unknown" in notes
+
+
+def test_opacity_zero_shows_the_plain_image(example_png):
+    _, plain, _, _ = classify_image(str(example_png), "tiny-cnn", "GradCAM", TOP_PREDICTION, 0.0)
+    assert np.ptp(plain.astype(int), axis=2).max() <= 1  # gray: no colour from the heatmap
+
+
+def test_dicom_metadata_is_shown(example_dicom):
+    _, overlay, metadata, _ = classify_image(str(example_dicom), "tiny-cnn")
+    assert ["modality", "CR"] in metadata and ["view position", "PA"] in metadata
+    assert max(overlay.shape[:2]) == 768  # display copy, not the full 1024 px
+
+
+@pytest.mark.parametrize("upload, message", [
+    (None, "Upload a chest X-ray first"),
+    ("/no/such/file.png", "No file"),
+])
+def test_missing_upload_gives_a_message(upload, message):
+    with pytest.raises(gr.Error, match=message):
+        classify_image(upload)
+
+
+def test_non_image_gives_a_message_not_a_traceback(tmp_path):
+    bogus = tmp_path / "notes.txt"
+    bogus.write_text("patient notes, definitely not pixels " * 20)
+    with pytest.raises(gr.Error, match="not an image"):
+        classify_image(str(bogus))
+
+
+def test_unreachable_model_gives_a_message(example_png):
+    with pytest.raises(gr.Error, match="cannot reach it"):
+        classify_image(str(example_png), "hub-only")
+
+
+def test_bad_input_leaves_the_next_request_working(tmp_path, example_png):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(example_png.read_bytes()[:500])
+    with pytest.raises(gr.Error):
+        classify_image(str(broken), "tiny-cnn")
+    assert classify_image(str(example_png), "tiny-cnn")[0]
+
+
+def test_target_choices_follow_the_model():
+    assert target_choices("tiny-cnn") == [TOP_PREDICTION, *LABELS]
+    assert target_choices("no-such-model") == [TOP_PREDICTION]
+
+
+def test_app_builds_with_named_api_endpoint():
+    demo = build_demo()
+    names = {dep.get("api_name") for dep in demo.config["dependencies"]}
+    assert "classify" in names

@@ -1,0 +1,101 @@
+"""The zoo: typed specs, local-first resolution, lazy cached loading, safetensors only, clear offline failures."""
+from __future__ import annotations
+
+import json
+import time
+import tomllib
+
+import pytest
+import torch
+
+from cxr_demo import zoo
+from tests.conftest import LABELS, REPO, export_random_classifier, tiny_zoo_toml
+
+
+def test_shipped_zoo_parses_and_every_local_checkpoint_is_complete():
+    shipped = zoo.Zoo.from_toml(REPO / "weights" / "zoo.toml")
+    assert shipped.default("classify").default
+    for spec in shipped.specs():
+        if spec.is_hub:
+            continue
+        folder = zoo.resolve(spec)
+        for name in ("config.json", "model.safetensors", "README.md", "metrics.json"):
+            assert (folder / name).is_file(), f"{spec.name} lacks {name}"
+        assert json.loads((folder / "config.json").read_text())["label_names"] == list(spec.labels)
+
+
+def test_spec_validation_says_what_is_wrong():
+    with pytest.raises(ValueError, match="task must be one of"):
+        zoo.ModelSpec(name="x", task="regress", arch="a", source="local:x")
+    with pytest.raises(ValueError, match="'local:' or 'hf-hub:'"):
+        zoo.ModelSpec(name="x", task="classify", arch="a", source="s3://bucket")
+
+
+def test_unknown_model_lists_the_known_ones(tiny_zoo):
+    with pytest.raises(zoo.UnknownModel, match="Known models: tiny-cnn, tiny-vit, hub-only"):
+        tiny_zoo.get("resnet-9000")
+
+
+def test_default_is_the_flagged_model(tiny_zoo):
+    assert tiny_zoo.default("classify").name == "tiny-cnn"
+    with pytest.raises(zoo.UnknownModel, match="no detect model"):
+        tiny_zoo.default("detect")
+
+
+def test_load_is_lazy_and_cached(tiny_zoo):
+    assert "tiny-vit" not in tiny_zoo.loaded_names()
+    first = tiny_zoo.load("tiny-vit")
+    assert tiny_zoo.load("tiny-vit") is first
+    assert not first.module.training
+    assert first.config["label_names"] == LABELS
+
+
+def test_hub_model_offline_fails_fast_with_a_plain_reason(tiny_zoo):
+    start = time.perf_counter()
+    with pytest.raises(zoo.ModelUnavailable, match="cannot reach it.*weights/hub-only"):
+        tiny_zoo.load("hub-only")
+    assert time.perf_counter() - start < 15
+
+
+def test_hub_model_prefers_a_local_copy(tmp_path, monkeypatch):
+    monkeypatch.setattr(zoo, "REPO_ROOT", tmp_path)
+    export_random_classifier(tmp_path / "weights" / "mirrored", "mobilenetv2_035")
+    spec = zoo.ModelSpec(name="mirrored", task="classify", arch="mobilenetv2_035", labels=tuple(LABELS),
+                         source="hf-hub:cxr-demo/mirrored@v1")
+    assert zoo.resolve(spec) == tmp_path / "weights" / "mirrored"
+
+
+def test_pickled_weights_are_never_loaded(tmp_path):
+    folder = tmp_path / "pickled"
+    folder.mkdir()
+    torch.save({"w": torch.zeros(1)}, folder / "pytorch_model.bin")
+    (folder / "config.json").write_text("{}")
+    toml = tiny_zoo_toml(tmp_path, [dict(name="pickled", task="classify", arch="mobilenetv2_035", labels=LABELS, source=f"local:{folder}")])
+    with pytest.raises(zoo.ModelUnavailable, match="no model.safetensors"):
+        zoo.Zoo.from_toml(toml).load("pickled")
+
+
+def test_weights_that_do_not_fit_the_architecture(tmp_path):
+    export_random_classifier(tmp_path / "cnn", "mobilenetv2_035")
+    toml = tiny_zoo_toml(tmp_path, [dict(name="wrong", task="classify", arch="mobilenetv2_050", labels=LABELS, source=f"local:{tmp_path / 'cnn'}")])
+    with pytest.raises(zoo.ModelUnavailable, match="do not fit architecture 'mobilenetv2_050'"):
+        zoo.Zoo.from_toml(toml).load("wrong")
+
+
+def test_label_mismatch_between_zoo_and_checkpoint(tmp_path):
+    export_random_classifier(tmp_path / "cnn", "mobilenetv2_035")
+    toml = tiny_zoo_toml(tmp_path, [dict(name="cnn", task="classify", arch="mobilenetv2_035", labels=["A", "B", "C"], source=f"local:{tmp_path / 'cnn'}")])
+    with pytest.raises(zoo.ModelUnavailable, match="labels"):
+        zoo.Zoo.from_toml(toml).load("cnn")
+
+
+def test_duplicate_names_are_rejected(tmp_path):
+    entry = dict(name="same", task="classify", arch="a", source="local:x")
+    with pytest.raises(ValueError, match="Duplicate"):
+        zoo.Zoo.from_toml(tiny_zoo_toml(tmp_path, [entry, entry]))
+
+
+def test_unknown_toml_keys_are_kept_as_extra(tmp_path):
+    toml = tiny_zoo_toml(tmp_path, [dict(name="m", task="classify", arch="a", source="local:x", paper="arXiv:1234")])
+    assert zoo.Zoo.from_toml(toml).get("m").extra == {"paper": "arXiv:1234"}
+    assert tomllib.loads(toml.read_text())
