@@ -124,6 +124,15 @@ class Zoo:
                 self._cache[name] = Loaded(spec, module.eval(), config, folder)
             return self._cache[name]
 
+    def metrics(self, name: str) -> dict | None:
+        """The checkpoint's metrics.json when it is on disk (never downloads)."""
+        spec = self.get(name)
+        try:
+            folder = resolve(spec) if not spec.is_hub else REPO_ROOT / "weights" / name
+            return json.loads((folder / "metrics.json").read_text())
+        except (ModelUnavailable, OSError, json.JSONDecodeError):
+            return None
+
     def loaded_names(self) -> list[str]:
         return list(self._cache)
 
@@ -226,6 +235,10 @@ def default(task: str) -> ModelSpec:
 
 def load(name: str) -> Loaded:
     return registry().load(name)
+
+
+def metrics(name: str) -> dict | None:
+    return registry().metrics(name)
 
 
 def names(task: str | None = None) -> list[str]:

@@ -70,5 +70,17 @@ def test_target_choices_follow_the_model():
 
 def test_app_builds_with_named_api_endpoint():
     demo = build_demo()
-    names = {dep.get("api_name") for dep in demo.config["dependencies"]}
-    assert "classify" in names
+    assert "classify" in {fn.api_name for fn in demo.fns.values()}
+
+
+def test_model_summary_quotes_the_card_and_the_shortcut(tmp_path, use_zoo):
+    from cxr_demo import zoo
+    from cxr_demo.ui.classify_tab import model_summary
+    from tests.conftest import export_random_classifier, tiny_zoo_toml
+    import json
+
+    folder = export_random_classifier(tmp_path / "m", "mobilenetv2_035")
+    (folder / "metrics.json").write_text(json.dumps({"test": {"macro_f1": 0.9512, "accuracy": 0.95, "ece": 0.02, "n": 535}}))
+    use_zoo(zoo.Zoo.from_toml(tiny_zoo_toml(tmp_path, [dict(name="m", task="classify", arch="mobilenetv2_035", labels=LABELS, source=f"local:{folder}")])))
+    text = model_summary("m")
+    assert "0.951" in text and "n=535" in text and "children" in text

@@ -19,6 +19,22 @@ def target_choices(model_name: str | None) -> list[str]:
     return [TOP_PREDICTION, *spec.labels]
 
 
+def model_summary(model_name: str | None) -> str:
+    """One paragraph from the model's own card figures, with the caveat a user must read."""
+    try:
+        spec = zoo.get(model_name or zoo.default("classify").name)
+    except zoo.UnknownModel as error:
+        return str(error)
+    lines = [f"**{spec.name}** ({spec.arch}): {spec.description}"]
+    test = (zoo.metrics(spec.name) or {}).get("test")
+    if test and {"macro_f1", "accuracy", "ece", "n"} <= set(test):
+        lines.append(f"Held-out test split: macro-F1 **{test['macro_f1']:.3f}**, accuracy {test['accuracy']:.3f}, "
+                     f"calibration error {test['ece']:.3f} (n={test['n']}, same sources as training).")
+    lines.append("Its Viral Pneumonia images are all of young children from one hospital: the model may be "
+                 "recognising a child, not a disease. Check where the heatmap looks.")
+    return "\n\n".join(lines)
+
+
 def classify_image(upload, model: str | None = None, method: str = "GradCAM", target: str = TOP_PREDICTION, opacity: float = 0.45):
     """Handler: (probabilities, heatmap overlay, metadata rows, notes)."""
     with user_errors():
@@ -46,6 +62,7 @@ def build() -> None:
             target = gr.Dropdown(target_choices(default_model), value=TOP_PREDICTION, label="Explain class")
             opacity = gr.Slider(0.0, 1.0, value=0.45, step=0.05, label="Heatmap opacity")
             button = gr.Button("Classify", variant="primary")
+            summary = gr.Markdown(model_summary(default_model), elem_id="classify-model-card")
             gr.Examples(examples.paths(), inputs=[upload], label="Examples (click to load)", cache_examples=False)
         with gr.Column(scale=2):
             with gr.Row():
@@ -54,6 +71,7 @@ def build() -> None:
             notes = gr.Markdown(elem_id="classify-notes")
             metadata = gr.Dataframe(headers=["field", "value"], label="Image metadata (no patient identifiers)",
                                     interactive=False, wrap=True)
-    model.change(lambda m: gr.Dropdown(choices=target_choices(m), value=TOP_PREDICTION), model, target, api_visibility="private")
+    model.change(lambda m: (gr.Dropdown(choices=target_choices(m), value=TOP_PREDICTION), model_summary(m)),
+                 model, [target, summary], api_visibility="private")
     button.click(classify_image, [upload, model, method, target, opacity], [probabilities, overlay, metadata, notes],
                  api_name="classify", concurrency_id="classify", concurrency_limit=2)

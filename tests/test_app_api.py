@@ -1,0 +1,30 @@
+"""The running app through its public API, as a script or another service would call it."""
+from __future__ import annotations
+
+import pytest
+from gradio_client import Client, handle_file
+
+from tests.conftest import LABELS
+
+
+@pytest.fixture(scope="module")
+def client(running_app):
+    return Client(running_app, verbose=False)
+
+
+def test_classify_endpoint_needs_only_the_image(client, example_dicom):
+    label, overlay, metadata, notes = client.predict(handle_file(str(example_dicom)), api_name="/classify")
+    assert label["label"] in LABELS
+    assert {c["label"] for c in label["confidences"]} == set(LABELS)
+    assert overlay  # a served image file
+    assert any(row[:2] == ["modality", "CR"] for row in metadata["data"])
+    assert "GradCAM" in notes
+
+
+def test_bad_upload_is_an_error_and_the_app_keeps_serving(client, tmp_path, example_png):
+    bogus = tmp_path / "report.pdf"
+    bogus.write_bytes(b"%PDF-1.4 not an x-ray" * 50)
+    with pytest.raises(Exception, match="not an image"):
+        client.predict(handle_file(str(bogus)), api_name="/classify")
+    label, *_ = client.predict(handle_file(str(example_png)), "cxr-effnet-lite0", "LayerCAM", "Normal", 0.3, api_name="/classify")
+    assert label["label"] in LABELS

@@ -1,0 +1,50 @@
+"""A person in a browser: upload, click, see the probabilities and the heatmap."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+playwright = pytest.importorskip("playwright.sync_api")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed (apt-get install chromium); .ci/run installs it")
+SHOTS = Path(__file__).resolve().parent.parent / "screenshots"
+
+
+@pytest.fixture(scope="module")
+def page(running_app):
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(running_app, wait_until="networkidle")
+        yield page
+        browser.close()
+
+
+@pytest.mark.parametrize("example", ["siim-cr-jpeg-baseline.dcm", "viral-pneumonia-person1007.png"])
+def test_upload_classify_and_see_label_and_overlay(page, example):
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    assert page.get_by_text("Not a medical device").first.is_visible()
+    page.locator("input[type=file]").first.set_input_files(str(examples / example))
+    page.get_by_role("button", name="Classify").click()
+    label = page.locator("#classify-label")
+    label.get_by_text("%").first.wait_for(timeout=60_000)
+    overlay = page.locator("#classify-overlay img")
+    overlay.wait_for(timeout=60_000)
+    assert overlay.evaluate("img => img.naturalWidth") > 100
+    assert any(name in label.inner_text() for name in ("COVID", "Normal", "Viral Pneumonia"))
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"classify-{Path(example).stem}.png"), full_page=True)
+
+
+def test_bad_file_shows_a_message(page, tmp_path):
+    bogus = tmp_path / "holiday.txt"
+    bogus.write_text("not an x-ray " * 100)
+    page.locator("input[type=file]").first.set_input_files(str(bogus))
+    page.get_by_role("button", name="Classify").click()
+    page.get_by_text("not an image").first.wait_for(timeout=30_000)
+    assert page.get_by_text("Traceback").count() == 0
