@@ -9,8 +9,15 @@ import torch
 
 from cxr_demo import zoo
 from cxr_demo.cam import class_activation_map
+from cxr_demo.gate import capture_pre_logits
 from cxr_demo.io import XRay
 from cxr_demo.preprocess import model_input
+
+
+UNFAMILIAR = (
+    "**This image does not look like the chest X-rays this model was trained on** (a frontal adult or child CXR). "
+    "It may be another body part, a lateral view, a photo or an unusual scanner: the probabilities below mean little here."
+)
 
 
 @dataclass(frozen=True)
@@ -23,6 +30,7 @@ class ClassifyResult:
     method: str | None
     latency_ms: float
     warnings: tuple[str, ...] = ()
+    unfamiliar: bool = False  # far from the training images (see cxr_demo.gate)
 
 
 def prepare(xray: XRay, loaded: zoo.Loaded) -> torch.Tensor:
@@ -47,11 +55,13 @@ def predict(
         raise ValueError(f"Target class {target!r} is not one of this model's classes: {', '.join(labels)}.")
     start = time.perf_counter()
     x = prepare(xray, loaded)
-    if method:
-        heatmap, logits = class_activation_map(loaded.module, x, method, None if target is None else labels.index(target))
-    else:
-        with torch.inference_mode():
-            heatmap, logits = None, loaded.module(x)
+    with capture_pre_logits(loaded.module) as features:
+        if method:
+            heatmap, logits = class_activation_map(loaded.module, x, method, None if target is None else labels.index(target))
+        else:
+            with torch.inference_mode():
+                heatmap, logits = None, loaded.module(x)
+    unfamiliar = loaded.gate is not None and loaded.gate.is_unfamiliar(features[0])
     probs = (logits[0].float() / float(loaded.options.get("temperature", 1.0))).softmax(0).tolist()
     latency = (time.perf_counter() - start) * 1000
     probabilities = dict(zip(labels, probs))
@@ -64,5 +74,6 @@ def predict(
         heatmap=heatmap,
         method=method,
         latency_ms=latency,
-        warnings=xray.warnings,
+        warnings=xray.warnings + ((UNFAMILIAR,) if unfamiliar else ()),
+        unfamiliar=unfamiliar,
     )

@@ -17,6 +17,8 @@ from typing import Any, Callable, Literal
 import torch
 from safetensors.torch import load_file
 
+from cxr_demo.gate import FeatureGate, split_state
+
 Task = Literal["classify", "zeroshot", "segment", "multitask", "detect"]
 TASKS: tuple[str, ...] = ("classify", "zeroshot", "segment", "multitask", "detect")
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -74,6 +76,7 @@ class Loaded:
     module: torch.nn.Module
     config: dict
     folder: Path
+    gate: FeatureGate | None = None
 
     @property
     def options(self) -> dict:
@@ -120,8 +123,10 @@ class Zoo:
             if name not in self._cache:
                 folder = resolve(spec)
                 config = _read_config(folder, spec)
-                module = LOADERS[spec.task](spec, config, load_weights(folder))
-                self._cache[name] = Loaded(spec, module.eval(), config, folder)
+                state, gate_state = split_state(load_weights(folder))
+                module = LOADERS[spec.task](spec, config, state)
+                gate = FeatureGate.from_state(gate_state, config.get("cxr_demo", {}).get("gate_threshold"))
+                self._cache[name] = Loaded(spec, module.eval(), config, folder, gate)
             return self._cache[name]
 
     def metrics(self, name: str) -> dict | None:

@@ -102,6 +102,8 @@ def test_a_few_steps_train_export_and_evaluate(class_folder, tmp_path, use_zoo, 
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["epochs"] == 2 and metrics["minutes_per_epoch"] > 0
     assert {"macro_f1", "accuracy", "ece", "ece_uncalibrated", "confusion_matrix"} <= set(metrics["test"])
+    assert metrics["gate"]["threshold"] > 0
+    assert json.loads((out / "config.json").read_text())["cxr_demo"]["gate_threshold"] == pytest.approx(metrics["gate"]["threshold"], rel=1e-3)
     card = (out / "README.md").read_text()
     assert "pediatric" in card and "not a medical device" in card.lower()
 
@@ -113,6 +115,7 @@ def test_a_few_steps_train_export_and_evaluate(class_folder, tmp_path, use_zoo, 
     capsys.readouterr()
     evaluate_main(["--data", str(class_folder), "--json"])
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert zoo.load("smoke").gate is not None
     assert result["n"] == 30 and {"accuracy", "macro_f1", "macro_precision", "macro_recall", "per_class", "ece"} <= set(result)
 
 
@@ -132,3 +135,15 @@ def test_evaluate_rejects_folders_that_are_not_classes(tmp_path, tiny_zoo, use_z
     (tmp_path / "Pneumothorax" / "a.png").write_bytes(example_png.read_bytes())
     with pytest.raises(SystemExit, match="Pneumothorax"):
         evaluate_main(["--data", str(tmp_path), "--model", "tiny-cnn"])
+
+
+def test_gate_flags_what_is_far_from_training_features():
+    from cxr_demo.gate import FeatureGate
+
+    torch.manual_seed(0)
+    train_features, val_features = torch.randn(2000, 64), torch.randn(300, 64)
+    gate = FeatureGate.fit(train_features, val_features)
+    assert (gate.score(val_features) > gate.threshold).float().mean() < 0.02
+    assert gate.is_unfamiliar(torch.randn(1, 64) * 4 + 3)
+    restored = FeatureGate.from_state(gate.state_dict(), gate.threshold)
+    torch.testing.assert_close(restored.score(val_features), gate.score(val_features))

@@ -43,9 +43,11 @@ def test_default_is_the_flagged_model(tiny_zoo):
 
 
 def test_load_is_lazy_and_cached(tiny_zoo):
-    assert "tiny-vit" not in tiny_zoo.loaded_names()
-    first = tiny_zoo.load("tiny-vit")
-    assert tiny_zoo.load("tiny-vit") is first
+    fresh = zoo.Zoo(tiny_zoo.specs())
+    assert fresh.loaded_names() == []
+    first = fresh.load("tiny-vit")
+    assert fresh.loaded_names() == ["tiny-vit"]
+    assert fresh.load("tiny-vit") is first
     assert not first.module.training
     assert first.config["label_names"] == LABELS
 

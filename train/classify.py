@@ -28,6 +28,7 @@ from tqdm import tqdm
 from cxr_demo.preprocess import apply_steps, normalize
 from train import data as datasets
 from train.export import export_checkpoint, push_to_hub
+from train.gate import fit_gate
 from train.metrics import classification_report, fit_temperature
 
 
@@ -290,6 +291,7 @@ def finish(cfg, name, run_dir, data, splits, pixels, mean, std, state) -> Path:
     val_logits, val_labels = predict_logits(model, Batches(pixels, data.labels, splits["val"], 64, steps, mean, std, False))
     temperature = fit_temperature(val_logits, val_labels)
     test_logits, test_labels = predict_logits(model, Batches(pixels, data.labels, splits["test"], 64, steps, mean, std, False))
+    gate, gate_stats = fit_gate(model, pixels, data.labels, splits, cfg.preprocess, mean, std)
     minutes = [h["minutes"] for h in state["history"]]
     metrics = {
         "task": "classify",
@@ -300,11 +302,13 @@ def finish(cfg, name, run_dir, data, splits, pixels, mean, std, state) -> Path:
         "history": state["history"],
         "data": {"path": Path(cfg.data).name, "split": "stratified patient-grouped 80/10/10",
                  "seed": cfg.seed, "sizes": {k: int(len(v)) for k, v in splits.items()}},
+        "gate": gate_stats,
         "train_config": asdict(cfg),
     }
     body, card_data = model_card(cfg, name, metrics, metrics["data"]["sizes"])
-    out = export_checkpoint(Path(cfg.out) / name, model.state_dict(), model_config(cfg, model, data.classes, temperature, mean, std),
-                            metrics, body, card_data)
+    config = model_config(cfg, model, data.classes, temperature, mean, std)
+    config["cxr_demo"]["gate_threshold"] = gate.threshold
+    out = export_checkpoint(Path(cfg.out) / name, {**model.state_dict(), **gate.state_dict()}, config, metrics, body, card_data)
     print(json.dumps({k: metrics["test"][k] for k in ("accuracy", "macro_f1", "macro_precision", "macro_recall", "ece")}))
     if cfg.push_to_hub:
         print(push_to_hub(out, cfg.push_to_hub))
