@@ -43,6 +43,9 @@ def task_handlers(image: str) -> dict:
     if zoo.names("classify"):
         from cxr_demo.ui.classify_tab import classify_image
         handlers["classify"] = lambda: classify_image(image, None, "GradCAM")
+    if zoo.names("segment"):
+        from cxr_demo.ui.segment_tab import segment_image
+        handlers["segment"] = lambda: segment_image(image)
     return handlers
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 from PIL import Image
+from scipy import ndimage
 from pytorch_grad_cam.utils.image import show_cam_on_image
 
 from cxr_demo.preprocess import upsample_to
@@ -31,3 +32,23 @@ def heatmap_overlay(pixels: np.ndarray, heatmap: np.ndarray, opacity: float = 0.
     rgb = np.repeat(np.clip(base, 0, 1)[..., None], 3, axis=2).astype(np.float32)
     opacity = float(np.clip(opacity, 0.0, 1.0))
     return show_cam_on_image(rgb, cam, use_rgb=True, image_weight=1.0 - opacity)
+
+
+MASK_COLOUR = (0, 190, 255)
+REFERENCE_COLOUR = (255, 210, 0)
+
+
+def mask_overlay(pixels: np.ndarray, mask: np.ndarray, reference: np.ndarray | None = None, opacity: float = 0.35) -> np.ndarray:
+    """Translucent mask with its contour over the X-ray (display resolution); a reference mask adds a second contour."""
+    base = display_pixels(pixels)
+    rgb = gray_to_rgb_uint8(base).astype(np.float32)
+    predicted = upsample_to(mask.astype(np.float32), base.shape) >= 0.5
+    rgb[predicted] = rgb[predicted] * (1 - opacity) + np.array(MASK_COLOUR) * opacity
+    rgb[_contour(predicted)] = MASK_COLOUR
+    if reference is not None:
+        rgb[_contour(upsample_to(reference.astype(np.float32), base.shape) >= 0.5)] = REFERENCE_COLOUR
+    return rgb.clip(0, 255).astype(np.uint8)
+
+
+def _contour(mask: np.ndarray, width: int = 2) -> np.ndarray:
+    return mask & ~ndimage.binary_erosion(mask, iterations=width)

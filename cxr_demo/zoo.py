@@ -219,6 +219,19 @@ def _load_timm_classifier(spec: ModelSpec, config: dict, state: dict) -> torch.n
     return model.to(memory_format=torch.channels_last)
 
 
+@register_loader("segment")
+def _load_smp_segmenter(spec: ModelSpec, config: dict, state: dict) -> torch.nn.Module:
+    import segmentation_models_pytorch as smp
+
+    try:
+        model = smp.create_model(config.get("architecture", spec.arch), encoder_name=config["encoder_name"], encoder_weights=None,
+                                 in_channels=config.get("in_channels", 1), classes=config.get("classes", 1))
+        model.load_state_dict(state)
+    except (RuntimeError, KeyError, ValueError) as error:
+        raise ModelUnavailable(f"Model {spec.name!r}: the weights do not fit {spec.arch!r} ({str(error).splitlines()[0]}).") from None
+    return model.to(memory_format=torch.channels_last)
+
+
 _ZOO: Zoo | None = None
 
 

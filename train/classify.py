@@ -145,8 +145,21 @@ def model_config(cfg: ClassifyConfig, model, classes: list[str], temperature: fl
     }
 
 
+SHORTCUT_NOTE = """
+In `cxr-3class`, COVID and Normal come from the COVID-19 Radiography Database (mostly adults, many sources) and
+Viral Pneumonia from the Kermany set.
+
+**Known shortcut.** Every Viral Pneumonia image is pediatric (ages 1-5, one hospital in Guangzhou), while COVID
+and Normal images are mostly adults from many sources. The model can separate "child vs adult" or "Guangzhou vs
+elsewhere" instead of disease, and the in-distribution test figures below cannot tell the difference.
+An adult viral pneumonia will likely not be called "Viral Pneumonia"; a child's normal film may be.
+Use the Grad-CAM view to see what the model looks at.
+"""
+
+
 def model_card(cfg: ClassifyConfig, name: str, metrics: dict, split_sizes: dict) -> tuple[str, ModelCardData]:
     test = metrics["test"]
+    counts = ", ".join(f"{c} {n}" for c, n in metrics["data"]["class_counts"].items())
     rows = "\n".join(
         f"| {c} | {v['f1']:.4f} | {v['precision']:.4f} | {v['recall']:.4f} | {v['support']} |"
         for c, v in test["per_class"].items()
@@ -158,16 +171,9 @@ A `{cfg.arch}` classifier for **{", ".join(test["per_class"])}** on frontal ches
 cxr-demo's `train/classify.py`. **A teaching demo, not a medical device.**
 
 ## Data
-`cxr-3class`: COVID 2000 and Normal 2000 (COVID-19 Radiography Database, sampled) and Viral Pneumonia 1345
-(Kermany pediatric set), 224x224 grayscale. Stratified, patient-grouped, seeded 80/10/10 split (seed {cfg.seed}):
+`{Path(cfg.data).name}`: {counts}. Stratified, patient-grouped, seeded 80/10/10 split (seed {cfg.seed}):
 train {split_sizes["train"]}, val {split_sizes["val"]}, test {split_sizes["test"]}.
-
-**Known shortcut.** Every Viral Pneumonia image is pediatric (ages 1-5, one hospital in Guangzhou), while COVID
-and Normal images are mostly adults from many sources. The model can separate "child vs adult" or "Guangzhou vs
-elsewhere" instead of disease, and the in-distribution test figures below cannot tell the difference.
-An adult viral pneumonia will likely not be called "Viral Pneumonia"; a child's normal film may be.
-Use the Grad-CAM view to see what the model looks at.
-
+{SHORTCUT_NOTE if "Viral Pneumonia" in test["per_class"] else ""}
 ## Training
 Init: {cfg.init or "random"}. Optimizer {cfg.opt}, lr {cfg.lr}, weight decay {cfg.weight_decay}, {cfg.sched} schedule,
 {cfg.epochs} epochs, batch {cfg.batch_size}, EMA {cfg.ema_decay}, input {cfg.img_size} px, preprocessing `{cfg.preprocess}`
@@ -301,7 +307,8 @@ def finish(cfg, name, run_dir, data, splits, pixels, mean, std, state) -> Path:
         "epochs": state["epoch"],
         "history": state["history"],
         "data": {"path": Path(cfg.data).name, "split": "stratified patient-grouped 80/10/10",
-                 "seed": cfg.seed, "sizes": {k: int(len(v)) for k, v in splits.items()}},
+                 "seed": cfg.seed, "sizes": {k: int(len(v)) for k, v in splits.items()},
+                 "class_counts": {c: int((data.labels == i).sum()) for i, c in enumerate(data.classes)}},
         "gate": gate_stats,
         "train_config": asdict(cfg),
     }

@@ -20,6 +20,8 @@ from tqdm import tqdm
 
 from cxr_demo import classify, zoo
 from cxr_demo.io import InvalidImage, read_xray
+from cxr_demo.preprocess import upsample_to
+from PIL import Image
 from train import data as datasets
 from train.metrics import classification_report
 
@@ -71,6 +73,22 @@ def predicted_distribution(model_name: str, data_dir: Path, labels: list[str], t
             "mean_probability": {label: round(float(v), 4) for label, v in zip(labels, probs.mean(0))}}
 
 
+def evaluate_segmenter(model_name: str, data_dir: Path, masks: str) -> dict:
+    """Mean Dice/IoU over images of a folder with images/ and masks/ (or `--masks NAME`), through the app's predictor."""
+    from cxr_demo import segment
+    from train.seg_data import read_image_mask_folder
+
+    pairs = read_image_mask_folder(data_dir, masks=masks)
+    scores = []
+    for pair in tqdm(pairs, desc="evaluate", unit="img", file=sys.stderr):
+        xray = read_xray(pair.image)
+        with Image.open(pair.mask) as mask:
+            reference = upsample_to((np.asarray(mask.convert("L")) > 127).astype(np.float32), xray.shape) >= 0.5
+        scores.append(segment.overlap(segment.predict(xray, model_name).mask, reference))
+    dice, iou = np.mean(scores, axis=0)
+    return {"model": model_name, "task": "segment", "data": str(data_dir), "n": len(pairs), "dice": float(dice), "iou": float(iou)}
+
+
 def print_summary(result: dict) -> None:
     if "macro_f1" in result:
         print(f"{result['model']} on {result['data']} ({result['split']}, n={result['n']}): "
@@ -79,6 +97,8 @@ def print_summary(result: dict) -> None:
               f"ECE {result['ece_uncalibrated']:.4f} -> {result['ece']:.4f} (T={result['temperature']:.2f})")
         for name, row in result["per_class"].items():
             print(f"  {name:<18} F1 {row['f1']:.4f}  P {row['precision']:.4f}  R {row['recall']:.4f}  n={row['support']}")
+    elif "dice" in result:
+        print(f"{result['model']} on {result['data']} (n={result['n']}): Dice {result['dice']:.4f}  IoU {result['iou']:.4f}")
     elif "predicted" in result:
         print(f"{result['model']} on {result['data']} (unlabelled, n={result['n']}): predicted {result['predicted']}")
 
@@ -92,6 +112,7 @@ def main(argv=None) -> dict:
                         help="evaluate the seeded 80/10/10 split's part of --data (the training split)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--prompts", help="prompt preset (zeroshot)")
+    parser.add_argument("--masks", default="masks", help="mask folder name beside images/ (segment), e.g. 'lung masks'")
     parser.add_argument("--json", action="store_true", help="end with one JSON line (always printed; kept for scripts)")
     args = parser.parse_args(argv)
     if not args.data.is_dir():
@@ -100,9 +121,12 @@ def main(argv=None) -> dict:
         model = args.model or zoo.default(args.task).name
         if zoo.get(model).task != args.task:
             parser.error(f"{model} is a {zoo.get(model).task} model; pass --task {zoo.get(model).task}")
-        if args.task != "classify":
-            parser.error(f"--task {args.task}: no evaluator yet; this release evaluates classifiers")
-        result = evaluate_classifier(model, args.data, args.split, args.seed)
+        if args.task == "classify":
+            result = evaluate_classifier(model, args.data, args.split, args.seed)
+        elif args.task == "segment":
+            result = evaluate_segmenter(model, args.data, args.masks)
+        else:
+            parser.error(f"--task {args.task}: no evaluator yet")
     except (zoo.UnknownModel, zoo.ModelUnavailable) as error:
         parser.exit(2, f"error: {error}\n")
     print_summary(result)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-from cxr_demo.ui import classify_tab
+from cxr_demo import zoo
+from cxr_demo.ui import classify_tab, segment_tab
 from cxr_demo.ui.common import disclaimer
 
 TITLE = "cxr-demo: chest X-ray AI in the browser"
@@ -17,4 +18,7 @@ def build_demo() -> gr.Blocks:
         with gr.Tabs():
             with gr.Tab("Classify", id="classify"):
                 classify_tab.build()
+            if zoo.names("segment"):
+                with gr.Tab("Segment", id="segment"):
+                    segment_tab.build()
     return demo

@@ -1,0 +1,109 @@
+"""Segment an `XRay` with a zoo segmenter: a mask at the image's resolution, measurements, and Dice against a reference."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from cxr_demo import zoo
+from cxr_demo.io import InvalidImage, XRay
+from cxr_demo.preprocess import model_input, upsample_to
+
+MID_GRAY_LIMIT = 0.05  # share of pixels between 10% and 90% grey beyond which a "mask" is really a picture
+
+
+@dataclass(frozen=True)
+class LungMeasures:
+    area_px: int
+    right_px: int  # the patient's right lung: the image's left half on a standard frontal film
+    left_px: int
+    area_cm2: float | None
+    right_cm2: float | None
+    left_cm2: float | None
+
+    @property
+    def right_share(self) -> float:
+        return self.right_px / self.area_px if self.area_px else 0.0
+
+
+@dataclass(frozen=True)
+class SegmentResult:
+    model: str
+    label: str
+    mask: np.ndarray  # bool, the XRay's working resolution
+    measures: LungMeasures
+    latency_ms: float
+    dice: float | None = None
+    iou: float | None = None
+    warnings: tuple[str, ...] = ()
+
+
+def predict(xray: XRay, model: str | None = None, reference: np.ndarray | None = None) -> SegmentResult:
+    loaded = zoo.load(model or zoo.default("segment").name)
+    spec = loaded.spec
+    start = time.perf_counter()
+    x = model_input(xray.pixels, (spec.input_size, spec.input_size), spec.mean, spec.std, loaded.options.get("preprocess", "none"))
+    with torch.inference_mode():
+        logits = loaded.module(x)
+    probability = logits[0, 0].float().sigmoid().numpy()
+    mask = upsample_to(probability, xray.shape) > float(loaded.options.get("threshold", 0.5))
+    latency = (time.perf_counter() - start) * 1000
+    notes = list(xray.warnings)
+    if mask.mean() < 0.02:
+        notes.append("Almost no lung was found: is this a frontal chest X-ray?")
+    dice = iou = None
+    if reference is not None:
+        dice, iou = overlap(mask, reference)
+    return SegmentResult(spec.name, (spec.labels or ("lung",))[0], mask, measure(mask, xray.meta.pixel_spacing_mm, (xray.meta.height, xray.meta.width)),
+                         latency, dice, iou, tuple(notes))
+
+
+def measure(mask: np.ndarray, spacing_mm: tuple[float, float] | None, original_shape: tuple[int, int] | None = None) -> LungMeasures:
+    """Areas in the original image's pixels (and cm² when the DICOM gives pixel spacing), split at the midline
+    between the two lungs. `original_shape` is the uploaded image's (height, width) when `mask` is a smaller working copy."""
+    labels, count = ndimage.label(mask)
+    right = left = 0
+    if count:
+        sizes = ndimage.sum(mask, labels, range(1, count + 1))
+        centres = ndimage.center_of_mass(mask, labels, range(1, count + 1))
+        biggest = np.argsort(sizes)[::-1][:2]
+        midline = np.mean([centres[i][1] for i in biggest]) if len(biggest) == 2 else mask.shape[1] / 2
+        for size, (_, column) in zip(sizes, centres):
+            if column < midline:
+                right += int(size)
+            else:
+                left += int(size)
+    oh, ow = original_shape or mask.shape
+    px_scale = (oh / mask.shape[0]) * (ow / mask.shape[1])
+    right, left = round(right * px_scale), round(left * px_scale)
+    total = right + left
+    cm2 = None if spacing_mm is None else spacing_mm[0] * spacing_mm[1] / 100.0
+    in_cm2 = lambda px: None if cm2 is None else round(px * cm2, 1)  # noqa: E731
+    return LungMeasures(total, right, left, in_cm2(total), in_cm2(right), in_cm2(left))
+
+
+def overlap(mask: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    inter = float(np.logical_and(mask, reference).sum())
+    total = float(mask.sum() + reference.sum())
+    union = float(np.logical_or(mask, reference).sum())
+    return (2 * inter / total if total else 1.0), (inter / union if union else 1.0)
+
+
+def reference_mask(pixels: np.ndarray, shape: tuple[int, int], original_size: tuple[int, int]) -> np.ndarray:
+    """Validate an uploaded ground-truth mask (float [0, 1], as read by read_xray) and bring it onto the image's grid."""
+    h, w = pixels.shape
+    ow, oh = original_size
+    if abs(h / w - oh / ow) > 0.02:
+        raise InvalidImage(f"The mask is {w}x{h} pixels but the image is {ow}x{oh}: they must have the same shape.")
+    mid_gray = float(((pixels > 0.1) & (pixels < 0.9)).mean())
+    if mid_gray > MID_GRAY_LIMIT:
+        raise InvalidImage(f"The mask is not binary: {mid_gray:.0%} of its pixels are grey. Upload a black-and-white mask (0 = background).")
+    binary = pixels >= 0.5
+    if not binary.any():
+        raise InvalidImage("The mask is empty (all black): there is nothing to compare with.")
+    if binary.all():
+        raise InvalidImage("The mask is all white: it marks no boundary to compare with.")
+    return upsample_to(binary.astype(np.float32), shape) >= 0.5

@@ -1,0 +1,174 @@
+"""Segmentation: RLE readers against the official sample masks, measurements, reference masks, the predictor and tab."""
+from __future__ import annotations
+
+import json
+
+import gradio as gr
+import numpy as np
+import pytest
+import segmentation_models_pytorch as smp
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from huggingface_hub import ModelCardData
+from PIL import Image
+
+from cxr_demo import segment, zoo
+from cxr_demo.io import InvalidImage, read_xray
+from cxr_demo.ui.segment_tab import segment_image
+from tests.conftest import SHARED_DATA, needs_shared_data, tiny_zoo_toml
+from train.export import export_checkpoint
+from train.seg_data import decode_rle, encode_rle, read_image_mask_folder, read_siim_rle
+
+SIIM = SHARED_DATA / "siim-pneumothorax"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(4, 40), st.integers(4, 40), st.data(), st.booleans())
+def test_rle_round_trip(h, w, data, relative):
+    mask = np.array(data.draw(st.lists(st.booleans(), min_size=h * w, max_size=h * w)), dtype=np.uint8).reshape(h, w)
+    assert (decode_rle(encode_rle(mask, relative), h, w, relative) == mask).all()
+
+
+def test_rle_formats_differ_and_walk_columns():
+    mask = np.zeros((4, 3), np.uint8)
+    mask[1:3, 0] = 1  # a run down the first column
+    mask[0, 2] = 1
+    assert encode_rle(mask) == "2 2 9 1"
+    assert encode_rle(mask, relative=True) == "1 2 5 1"
+    assert decode_rle("-1", 4, 3).sum() == 0
+    with pytest.raises(ValueError, match="outside"):
+        decode_rle("10 5", 4, 3)
+
+
+@needs_shared_data
+def test_siim_relative_rle_matches_the_official_sample_masks():
+    pairs = read_siim_rle(SIIM / "train-rle-sample_original.csv", SIIM / "dicom")
+    positives = [p for p in pairs if p.rle]
+    assert len(pairs) == 10 and len(positives) == 5
+    for pair in positives:
+        decoded = np.zeros((1024, 1024), bool)
+        for rle in pair.rle:
+            decoded |= decode_rle(rle, 1024, 1024, relative=True).astype(bool)
+        reference = np.asarray(Image.open(SIIM / "masks" / f"{pair.image.stem}.png")) > 127
+        assert (decoded == reference).all()
+
+
+@needs_shared_data
+def test_siim_absolute_rle_from_the_same_masks(tmp_path):
+    pairs = read_siim_rle(SIIM / "train-rle-sample_original.csv", SIIM / "dicom")
+    rows = ["ImageId,EncodedPixels"]
+    for pair in pairs:
+        reference = np.asarray(Image.open(SIIM / "masks" / f"{pair.image.stem}.png")) > 127
+        rows.append(f"{pair.image.stem},{encode_rle(reference)}")
+    (tmp_path / "train-rle.csv").write_text("\n".join(rows))
+    absolute = read_siim_rle(tmp_path / "train-rle.csv", SIIM / "dicom")
+    assert not absolute[0].relative_rle
+    for pair in absolute:
+        reference = np.asarray(Image.open(SIIM / "masks" / f"{pair.image.stem}.png")) > 127
+        decoded = decode_rle(pair.rle[0], 1024, 1024) if pair.rle else np.zeros((1024, 1024))
+        assert (decoded.astype(bool) == reference).all()
+
+
+@needs_shared_data
+def test_folder_reader_pairs_images_and_masks():
+    assert len(read_image_mask_folder(SHARED_DATA / "lung-masks" / "shenzhen")) == 59
+    assert len(read_image_mask_folder(SHARED_DATA / "covid-qu-ex-sample", masks="lung masks")) == 12
+
+
+def two_lungs(h=200, w=300) -> np.ndarray:
+    mask = np.zeros((h, w), bool)
+    mask[40:160, 30:130] = True  # image left = the patient's right lung, 12000 px
+    mask[50:150, 170:250] = True  # 8000 px
+    return mask
+
+
+def test_measures_split_at_the_midline_and_convert_to_cm2():
+    m = segment.measure(two_lungs(), (0.5, 0.5))
+    assert (m.right_px, m.left_px, m.area_px) == (12000, 8000, 20000)
+    assert m.area_cm2 == pytest.approx(20000 * 0.25 / 100)
+    assert segment.measure(two_lungs(), None).area_cm2 is None
+
+
+def test_measures_count_original_pixels_for_a_downsampled_working_copy():
+    assert segment.measure(two_lungs(), None, (400, 600)).area_px == 80000
+
+
+def test_overlap():
+    mask = two_lungs()
+    assert segment.overlap(mask, mask) == (1.0, 1.0)
+    dice, iou = segment.overlap(mask, np.zeros_like(mask) | mask[:, ::-1])
+    assert 0 < iou < dice < 1
+
+
+class TestReferenceMask:
+    def test_binary_mask_is_resized_onto_the_image(self):
+        ref = segment.reference_mask(two_lungs().astype(np.float32), (400, 600), (600, 400))
+        assert ref.shape == (400, 600) and ref.sum() == pytest.approx(80000, rel=0.02)
+
+    @pytest.mark.parametrize("pixels, words", [
+        (np.zeros((200, 300), np.float32), "empty"),
+        (np.ones((200, 300), np.float32), "all white"),
+        (np.tile(np.linspace(0, 1, 300, dtype=np.float32), (200, 1)), "not binary"),
+        (np.zeros((300, 300), np.float32), "same shape"),
+    ])
+    def test_bad_masks(self, pixels, words):
+        with pytest.raises(InvalidImage, match=words):
+            segment.reference_mask(pixels, (200, 300), (300, 200))
+
+
+@pytest.fixture(scope="module")
+def seg_zoo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("segzoo")
+    torch.manual_seed(0)
+    model = smp.create_model("unet", encoder_name="mobilenet_v2", encoder_weights=None, in_channels=1, classes=1)
+    config = {"architecture": "unet", "encoder_name": "mobilenet_v2", "in_channels": 1, "classes": 1, "label_names": ["lung"],
+              "cxr_demo": {"task": "segment", "preprocess": "equalize", "threshold": 0.5}}
+    export_checkpoint(root / "tiny-unet", model.state_dict(), config, {"task": "segment"}, "# test", ModelCardData(), half=False)
+    entry = dict(name="tiny-unet", task="segment", arch="unet", labels=["lung"], input_size=128, mean=[0.5], std=[0.5],
+                 source=f"local:{root / 'tiny-unet'}", default=True)
+    return zoo.Zoo.from_toml(tiny_zoo_toml(root, [entry]))
+
+
+def test_predictor_returns_a_mask_at_image_resolution(seg_zoo, use_zoo, example_dicom):
+    use_zoo(seg_zoo)
+    xray = read_xray(example_dicom)
+    result = segment.predict(xray, reference=two_lungs(1024, 1024))
+    assert result.mask.shape == (1024, 1024) and result.mask.dtype == bool
+    assert result.dice is not None and 0 <= result.dice <= 1
+    assert result.measures.area_cm2 is not None or result.measures.area_px == 0
+
+
+def test_segment_handler_with_a_reference_mask(seg_zoo, use_zoo, example_png, tmp_path):
+    use_zoo(seg_zoo)
+    ref = tmp_path / "mask.png"
+    Image.fromarray(two_lungs(224, 224).astype(np.uint8) * 255).save(ref)
+    overlay, rows, notes = segment_image(str(example_png), None, str(ref), 0.4)
+    assert overlay.shape == (224, 224, 3)
+    assert any(r[0] == "Dice vs your mask" for r in rows)
+    assert "yellow" in notes and "pixels only" in notes
+
+
+def test_segment_handler_rejects_a_wrong_mask(seg_zoo, use_zoo, example_png, tmp_path):
+    use_zoo(seg_zoo)
+    ref = tmp_path / "wide.png"
+    Image.fromarray(np.zeros((100, 300), np.uint8)).save(ref)
+    with pytest.raises(gr.Error, match="same shape|empty|flat"):
+        segment_image(str(example_png), None, str(ref))
+
+
+def test_a_few_segmentation_steps_train_and_export(tmp_path, example_png):
+    from train.segment import SegmentConfig, train
+
+    folder = tmp_path / "pairs"
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    for i in range(10):
+        Image.open(example_png).save(folder / "images" / f"{i}.png")
+        Image.fromarray(two_lungs(224, 224).astype(np.uint8) * 255).save(folder / "masks" / f"{i}.png")
+    cfg = SegmentConfig(data=[str(folder)], external=[str(folder)], arch="fpn", encoder="mobilenet_v2", epochs=2, max_steps=1,
+                        batch_size=4, img_size=64, out=str(tmp_path / "w"), runs=str(tmp_path / "r"), name="smoke")
+    out = train(cfg)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"dice", "iou"} <= set(metrics["test"]) and str(folder) in metrics["external"]
+    assert (out / "README.md").read_text().count("Dice") >= 1
