@@ -49,7 +49,8 @@ def build() -> None:
             reference = gr.File(label="Ground-truth mask (optional, black and white PNG of the same shape)", type="filepath")
             opacity = gr.Slider(0.0, 1.0, value=0.35, step=0.05, label="Mask opacity")
             button = gr.Button("Segment", variant="primary")
-            gr.Examples(examples.paths(), inputs=[upload], label="Examples (click to load)", cache_examples=False)
+            gr.Examples([[p, examples.mask_for(p)] for p in examples.paths()], inputs=[upload, reference],
+                        label="Examples (click to load; the COVID-QU-Ex one comes with its lung mask)", cache_examples=False)
         with gr.Column(scale=2):
             overlay = gr.Image(label="Lung mask", type="numpy", height=420, elem_id="segment-overlay")
             notes = gr.Markdown(elem_id="segment-notes")
