@@ -187,9 +187,9 @@ def train(cfg: SegmentConfig) -> Path:
             optimizer.step()
             scheduler.step()
             losses.append(loss.item())
+        minutes = (time.perf_counter() - start) / 60
         val = dice_iou(predict_logits(model, images[splits["val"]], cfg.preprocess), masks[splits["val"]])
-        state["history"].append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_dice": val["dice"],
-                                 "minutes": (time.perf_counter() - start) / 60})
+        state["history"].append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_dice": val["dice"], "minutes": minutes})
         print(json.dumps(state["history"][-1]), flush=True)
         if val["dice"] >= state["best_dice"]:
             state["best_dice"] = val["dice"]

@@ -35,8 +35,9 @@ def model_summary(model_name: str | None) -> str:
     return "\n\n".join(lines)
 
 
-def classify_image(upload, model: str | None = None, method: str = "GradCAM", target: str = TOP_PREDICTION, opacity: float = 0.45):
-    """Handler: (probabilities, heatmap overlay, metadata rows, notes)."""
+def classify_image(upload, model: str | None = None, method: str = "GradCAM", target: str = TOP_PREDICTION, opacity: float = 0.45,
+                   progress=gr.Progress(track_tqdm=True)):
+    """Handler: (probabilities, heatmap overlay, metadata rows, notes). ScoreCAM's own tqdm bar shows as progress."""
     with user_errors():
         xray = load_upload(upload)
         result = classify.predict(xray, model or None, method, None if target in (None, "", TOP_PREDICTION) else target)
