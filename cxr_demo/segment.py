@@ -39,6 +39,7 @@ class SegmentResult:
     dice: float | None = None
     iou: float | None = None
     warnings: tuple[str, ...] = ()
+    probabilities: dict[str, float] | None = None  # multi-task models also classify
 
 
 def predict(xray: XRay, model: str | None = None, reference: np.ndarray | None = None) -> SegmentResult:
@@ -47,7 +48,11 @@ def predict(xray: XRay, model: str | None = None, reference: np.ndarray | None =
     start = time.perf_counter()
     x = model_input(xray.pixels, (spec.input_size, spec.input_size), spec.mean, spec.std, loaded.options.get("preprocess", "none"))
     with torch.inference_mode():
-        logits = loaded.module(x)
+        output = loaded.module(x)
+    logits, class_logits = output if isinstance(output, tuple) else (output, None)
+    probabilities = None
+    if class_logits is not None:
+        probabilities = dict(zip(loaded.config["label_names"], class_logits[0].float().softmax(0).tolist()))
     probability = logits[0, 0].float().sigmoid().numpy()
     mask = upsample_to(probability, xray.shape) > float(loaded.options.get("threshold", 0.5))
     latency = (time.perf_counter() - start) * 1000
@@ -57,8 +62,9 @@ def predict(xray: XRay, model: str | None = None, reference: np.ndarray | None =
     dice = iou = None
     if reference is not None:
         dice, iou = overlap(mask, reference)
-    return SegmentResult(spec.name, (spec.labels or ("lung",))[0], mask, measure(mask, xray.meta.pixel_spacing_mm, (xray.meta.height, xray.meta.width)),
-                         latency, dice, iou, tuple(notes))
+    label = loaded.config.get("mask_label") or (loaded.config.get("label_names") or ["lung"])[0]
+    return SegmentResult(spec.name, label, mask, measure(mask, xray.meta.pixel_spacing_mm, (xray.meta.height, xray.meta.width)),
+                         latency, dice, iou, tuple(notes), probabilities)
 
 
 def measure(mask: np.ndarray, spacing_mm: tuple[float, float] | None, original_shape: tuple[int, int] | None = None) -> LungMeasures:

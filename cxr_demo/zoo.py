@@ -220,12 +220,15 @@ def _load_timm_classifier(spec: ModelSpec, config: dict, state: dict) -> torch.n
 
 
 @register_loader("segment")
+@register_loader("multitask")
 def _load_smp_segmenter(spec: ModelSpec, config: dict, state: dict) -> torch.nn.Module:
+    """smp models; a multi-task checkpoint also has a class head on the encoder (`aux_classes`)."""
     import segmentation_models_pytorch as smp
 
+    aux = dict(classes=config["aux_classes"]) if config.get("aux_classes") else None
     try:
         model = smp.create_model(config.get("architecture", spec.arch), encoder_name=config["encoder_name"], encoder_weights=None,
-                                 in_channels=config.get("in_channels", 1), classes=config.get("classes", 1))
+                                 in_channels=config.get("in_channels", 1), classes=config.get("classes", 1), aux_params=aux)
         model.load_state_dict(state)
     except (RuntimeError, KeyError, ValueError) as error:
         raise ModelUnavailable(f"Model {spec.name!r}: the weights do not fit {spec.arch!r} ({str(error).splitlines()[0]}).") from None

@@ -143,7 +143,8 @@ def test_segment_handler_with_a_reference_mask(seg_zoo, use_zoo, example_png, tm
     use_zoo(seg_zoo)
     ref = tmp_path / "mask.png"
     Image.fromarray(two_lungs(224, 224).astype(np.uint8) * 255).save(ref)
-    overlay, rows, notes = segment_image(str(example_png), None, str(ref), 0.4)
+    overlay, rows, notes, probabilities = segment_image(str(example_png), None, str(ref), 0.4)
+    assert probabilities is None  # a single-task segmenter does not classify
     assert overlay.shape == (224, 224, 3)
     assert any(r[0] == "Dice vs your mask" for r in rows)
     assert "yellow" in notes and "pixels only" in notes
@@ -172,3 +173,33 @@ def test_a_few_segmentation_steps_train_and_export(tmp_path, example_png):
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"dice", "iou"} <= set(metrics["test"]) and str(folder) in metrics["external"]
     assert (out / "README.md").read_text().count("Dice") >= 1
+
+
+def test_multitask_model_returns_mask_and_classes(tmp_path, use_zoo, example_png):
+    torch.manual_seed(0)
+    model = smp.create_model("unet", encoder_name="mobilenet_v2", encoder_weights=None, in_channels=1, classes=1, aux_params=dict(classes=3))
+    config = {"architecture": "unet", "encoder_name": "mobilenet_v2", "in_channels": 1, "classes": 1, "aux_classes": 3,
+              "label_names": ["COVID", "Normal", "Viral Pneumonia"], "mask_label": "lung", "cxr_demo": {"task": "multitask"}}
+    export_checkpoint(tmp_path / "mt", model.state_dict(), config, {"task": "multitask"}, "# test", ModelCardData(), half=False)
+    entry = dict(name="mt", task="multitask", arch="unet", labels=["COVID", "Normal", "Viral Pneumonia"], input_size=96,
+                 mean=[0.5], std=[0.5], source=f"local:{tmp_path / 'mt'}")
+    use_zoo(zoo.Zoo.from_toml(tiny_zoo_toml(tmp_path, [entry])))
+    result = segment.predict(read_xray(example_png), "mt")
+    assert result.label == "lung" and result.mask.shape == (224, 224)
+    assert set(result.probabilities) == {"COVID", "Normal", "Viral Pneumonia"}
+    assert sum(result.probabilities.values()) == pytest.approx(1, abs=1e-5)
+
+
+def test_multitask_losses_are_masked_to_their_labels():
+    from train.multitask import NO_CLASS, multitask_loss
+
+    torch.manual_seed(0)
+    model = smp.create_model("unet", encoder_name="mobilenet_v2", encoder_weights=None, in_channels=1, classes=1, aux_params=dict(classes=3))
+    losses = (smp.losses.DiceLoss("binary"), smp.losses.SoftBCEWithLogitsLoss())
+    x, masks = torch.randn(4, 1, 64, 64), torch.ones(4, 1, 64, 64)
+    no_labels = torch.full((4,), NO_CLASS)
+    none = torch.zeros(4, dtype=torch.bool)
+    assert multitask_loss(model, x, no_labels, masks, none, losses).item() == 0
+    only_class = multitask_loss(model, x, torch.tensor([0, 1, 2, NO_CLASS]), masks, none, losses)
+    both = multitask_loss(model, x, torch.tensor([0, 1, 2, NO_CLASS]), masks, torch.tensor([False, False, False, True]), losses)
+    assert 0 < only_class.item() < both.item()

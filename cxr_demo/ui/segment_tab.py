@@ -24,7 +24,7 @@ def measurement_rows(result: segment.SegmentResult) -> list[list[str]]:
 
 
 def segment_image(upload, model: str | None = None, reference_upload=None, opacity: float = 0.35):
-    """Handler: (overlay, measurement rows, notes)."""
+    """Handler: (overlay, measurement rows, notes, class probabilities of a multi-task model or None)."""
     with user_errors():
         xray = load_upload(upload)
         reference = None
@@ -37,11 +37,11 @@ def segment_image(upload, model: str | None = None, reference_upload=None, opaci
              + ("; yellow: your mask." if reference is not None else "."), *result.warnings]
     if xray.meta.pixel_spacing_mm is None:
         notes.append("No pixel spacing in this file, so areas are in pixels only (DICOMs with PixelSpacing also give cm²).")
-    return overlay, measurement_rows(result), notes_markdown(notes)
+    return overlay, measurement_rows(result), notes_markdown(notes), result.probabilities
 
 
 def build() -> None:
-    models = zoo.names("segment")
+    models = zoo.names("segment") + zoo.names("multitask")
     with gr.Row():
         with gr.Column(scale=1):
             upload = gr.File(label=f"Chest X-ray ({UPLOAD_HINT})", type="filepath")
@@ -54,7 +54,8 @@ def build() -> None:
         with gr.Column(scale=2):
             overlay = gr.Image(label="Lung mask", type="numpy", height=420, elem_id="segment-overlay")
             notes = gr.Markdown(elem_id="segment-notes")
+            probabilities = gr.Label(label="Class probabilities (multi-task models only)", elem_id="segment-label")
             measures = gr.Dataframe(headers=["measure", "pixels", "cm²"], label="Measurements", interactive=False,
                                     elem_id="segment-measures")
-    button.click(segment_image, [upload, model, reference, opacity], [overlay, measures, notes],
+    button.click(segment_image, [upload, model, reference, opacity], [overlay, measures, notes, probabilities],
                  api_name="segment", concurrency_id="segment", concurrency_limit=2)
