@@ -55,7 +55,7 @@ def predict(
         raise ValueError(f"Target class {target!r} is not one of this model's classes: {', '.join(labels)}.")
     start = time.perf_counter()
     x = prepare(xray, loaded)
-    with capture_pre_logits(loaded.module) as features:
+    with loaded.lock, capture_pre_logits(loaded.module) as features:
         if method:
             heatmap, logits = class_activation_map(loaded.module, x, method, None if target is None else labels.index(target))
         else:

@@ -47,7 +47,7 @@ def predict(xray: XRay, model: str | None = None, reference: np.ndarray | None =
     spec = loaded.spec
     start = time.perf_counter()
     x = model_input(xray.pixels, (spec.input_size, spec.input_size), spec.mean, spec.std, loaded.options.get("preprocess", "none"))
-    with torch.inference_mode():
+    with loaded.lock, torch.inference_mode():
         output = loaded.module(x)
     logits, class_logits = output if isinstance(output, tuple) else (output, None)
     probabilities = None

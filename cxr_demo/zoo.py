@@ -77,6 +77,8 @@ class Loaded:
     config: dict
     folder: Path
     gate: FeatureGate | None = None
+    # hooks and requires_grad toggles (CAM) are per-module state: one request at a time per model
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def options(self) -> dict:

@@ -62,5 +62,7 @@ def classification_report(
         "confusion_matrix": MulticlassConfusionMatrix(k)(preds, labels).tolist(),
         "ece": expected_calibration_error(probs, labels),
         "ece_uncalibrated": expected_calibration_error(logits.softmax(1), labels),
+        "nll": float(F.cross_entropy(logits / temperature, labels)),
+        "nll_uncalibrated": float(F.cross_entropy(logits, labels)),
         "temperature": temperature,
     }
