@@ -13,16 +13,23 @@ SHOTS = Path(__file__).resolve().parent.parent / "screenshots"
 
 
 @pytest.fixture(scope="module")
-def page(running_app):
+def browser():
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=CHROMIUM, headless=True,
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
         )
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(running_app, wait_until="networkidle")
-        yield page
+        yield browser
         browser.close()
+
+
+@pytest.fixture
+def page(browser, running_app):
+    """A fresh page per test: an upload left in a File component would otherwise carry over."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(running_app, wait_until="networkidle")
+    yield page
+    page.close()
 
 
 @pytest.mark.parametrize("example", ["siim-cr-jpeg-baseline.dcm", "viral-pneumonia-person1007.png"])
