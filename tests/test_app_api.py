@@ -28,3 +28,11 @@ def test_bad_upload_is_an_error_and_the_app_keeps_serving(client, tmp_path, exam
         client.predict(handle_file(str(bogus)), api_name="/classify")
     label, *_ = client.predict(handle_file(str(example_png)), "cxr-effnet-lite0", "LayerCAM", "Normal", 0.3, api_name="/classify")
     assert label["label"] in LABELS
+
+
+def test_segment_endpoint_needs_only_the_image(client, example_dicom):
+    overlay, measures, notes, probabilities = client.predict(handle_file(str(example_dicom)), api_name="/segment")
+    assert overlay
+    rows = {row[0]: row for row in measures["data"]}
+    assert rows["both lungs"][2]  # cm², from the DICOM's pixel spacing
+    assert "lung-unet-mobilenetv2" in notes

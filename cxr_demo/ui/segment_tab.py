@@ -44,9 +44,10 @@ def build() -> None:
     models = zoo.names("segment") + zoo.names("multitask")
     with gr.Row():
         with gr.Column(scale=1):
-            upload = gr.File(label=f"Chest X-ray ({UPLOAD_HINT})", type="filepath")
+            upload = gr.File(label=f"Chest X-ray ({UPLOAD_HINT})", type="filepath", elem_id="segment-upload")
             model = gr.Dropdown(models, value=zoo.default("segment").name if models else None, label="Model")
-            reference = gr.File(label="Ground-truth mask (optional, black and white PNG of the same shape)", type="filepath")
+            reference = gr.File(label="Ground-truth mask (optional, black and white PNG of the same shape)", type="filepath",
+                                elem_id="segment-reference")
             opacity = gr.Slider(0.0, 1.0, value=0.35, step=0.05, label="Mask opacity")
             button = gr.Button("Segment", variant="primary")
             gr.Examples([[p, examples.mask_for(p)] for p in examples.paths()], inputs=[upload, reference],
