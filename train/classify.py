@@ -7,7 +7,6 @@ Defaults follow the seed reports (Adam, lr 5e-5, weight decay 1e-6, 20 epochs, 8
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -27,6 +26,7 @@ from tqdm import tqdm
 
 from cxr_demo.preprocess import apply_steps, normalize
 from train import data as datasets
+from train.cli import parse_config, start_run
 from train.export import export_checkpoint, push_to_hub
 from train.gate import fit_gate
 from train.metrics import classification_report, fit_temperature
@@ -225,12 +225,8 @@ the training data and overstate performance on any other hospital.
 
 
 def train(cfg: ClassifyConfig) -> Path:
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
     name = cfg.name or f"cxr-{cfg.arch}"
-    run_dir = Path(cfg.runs) / name
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = start_run(cfg.runs, name, cfg.seed, cfg.threads)
 
     data = datasets.read_class_folders(cfg.data)
     splits = datasets.split_80_10_10(data, seed=cfg.seed)
@@ -333,14 +329,7 @@ def finish(cfg, name, run_dir, data, splits, pixels, mean, std, state) -> Path:
 
 
 def parse_args(argv=None) -> ClassifyConfig:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    defaults = ClassifyConfig(data="")
-    for field, value in asdict(defaults).items():
-        flag = "--" + field.replace("_", "-")
-        kind = type(value) if value is not None else (int if field in ("train_last", "max_steps", "threads") else str)
-        parser.add_argument(flag, type=kind, default=value, required=field == "data")
-    return ClassifyConfig(**vars(parser.parse_args(argv)))
-
+    return parse_config(ClassifyConfig, argv, __doc__, required=("data",))
 
 if __name__ == "__main__":
     train(parse_args())

@@ -9,7 +9,6 @@ decoder only runs on samples with a mask.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -25,6 +24,7 @@ from tqdm import tqdm
 from cxr_demo.preprocess import apply_steps, normalize
 from train import data as datasets
 from train.classify import train_augment
+from train.cli import parse_config, start_run
 from train.export import export_checkpoint
 from train.metrics import classification_report
 from train.segment import MEAN, STD, SegmentConfig, as_tensors, build_model, dice_iou, joint_augment, read_source, split_index
@@ -47,7 +47,6 @@ class MultitaskConfig:
     seg_batch: int = 4
     img_size: int = 224
     preprocess: str = "equalize"
-    seg_weight: float = 1.0
     seed: int = 0
     out: str = "weights"
     runs: str = "runs"
@@ -82,11 +81,7 @@ def evaluate(model, images, steps, batch=32):
 
 
 def train(cfg: MultitaskConfig) -> Path:
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    run_dir = Path(cfg.runs) / cfg.name
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = start_run(cfg.runs, cfg.name, cfg.seed, cfg.threads)
     cls = datasets.read_class_folders(cfg.cls_data)
     cls_splits = datasets.split_80_10_10(cls, seed=cfg.seed)
     cls_pixels = torch.from_numpy(np.asarray(datasets.cached_pixels(cls.paths, cfg.img_size)))[:, None]
@@ -186,16 +181,7 @@ of young children from one hospital). Minutes per epoch (2-core CPU): {metrics["
 
 
 def parse_args(argv=None) -> MultitaskConfig:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for key, value in asdict(MultitaskConfig()).items():
-        flag = "--" + key.replace("_", "-")
-        if isinstance(value, list):
-            parser.add_argument(flag, action="append", default=[], required=key == "seg_data")
-        else:
-            kind = type(value) if value is not None else (int if key in ("max_steps", "threads") else str)
-            parser.add_argument(flag, type=kind, default=value, required=key == "cls_data")
-    return MultitaskConfig(**vars(parser.parse_args(argv)))
-
+    return parse_config(MultitaskConfig, argv, __doc__, required=("seg_data", "cls_data"))
 
 if __name__ == "__main__":
     train(parse_args())

@@ -10,7 +10,6 @@ images from other hospitals, to measure generalisation.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,6 +25,7 @@ from torchvision.transforms import v2
 from tqdm import tqdm
 
 from cxr_demo.preprocess import apply_steps, normalize
+from train.cli import parse_config, start_run
 from train.export import export_checkpoint, push_to_hub
 from train.seg_data import Pair, load_pair, read_image_mask_folder, read_pairs_csv, read_siim_rle
 
@@ -150,12 +150,8 @@ def split_index(n: int, seed: int) -> dict[str, np.ndarray]:
 
 
 def train(cfg: SegmentConfig) -> Path:
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
     name = cfg.name or f"{cfg.label}-{cfg.arch}-{cfg.encoder}"
-    run_dir = Path(cfg.runs) / name
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = start_run(cfg.runs, name, cfg.seed, cfg.threads)
     pairs = [p for spec in cfg.data for p in read_source(spec)]
     images, masks = as_tensors(pairs, cfg.img_size)
     splits = split_index(len(pairs), cfg.seed)
@@ -261,17 +257,7 @@ border, and images with unusual framing. Not for clinical measurement.
 
 
 def parse_args(argv=None) -> SegmentConfig:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    defaults = SegmentConfig()
-    for key, value in asdict(defaults).items():
-        flag = "--" + key.replace("_", "-")
-        if isinstance(value, list):
-            parser.add_argument(flag, action="append", default=[], required=key == "data")
-        else:
-            kind = type(value) if value is not None else (int if key in ("max_steps", "threads") else str)
-            parser.add_argument(flag, type=kind, default=value)
-    return SegmentConfig(**vars(parser.parse_args(argv)))
-
+    return parse_config(SegmentConfig, argv, __doc__, required=("data",))
 
 if __name__ == "__main__":
     train(parse_args())
