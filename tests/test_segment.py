@@ -203,3 +203,20 @@ def test_multitask_losses_are_masked_to_their_labels():
     only_class = multitask_loss(model, x, torch.tensor([0, 1, 2, NO_CLASS]), masks, none, losses)
     both = multitask_loss(model, x, torch.tensor([0, 1, 2, NO_CLASS]), masks, torch.tensor([False, False, False, True]), losses)
     assert 0 < only_class.item() < both.item()
+
+
+@pytest.mark.parametrize("arch", ["unet", "unetplusplus", "manet", "fpn", "pspnet", "pan", "deeplabv3", "deeplabv3plus"])
+def test_every_seed_architecture_builds_through_one_path(arch):
+    from train.segment import SegmentConfig, build_model
+
+    model = build_model(SegmentConfig(arch=arch, encoder="mobilenet_v2")).eval()
+    with torch.inference_mode():
+        out = model(torch.randn(1, 1, 128, 128))  # PAN pools its deepest map: 64 px is too small
+    assert out.shape == (1, 1, 128, 128)
+
+
+def test_unknown_architecture_is_refused():
+    from train.segment import SegmentConfig, build_model
+
+    with pytest.raises(SystemExit, match="unet, unetplusplus"):
+        build_model(SegmentConfig(arch="segformer-xl"))
