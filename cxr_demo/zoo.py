@@ -24,6 +24,8 @@ TASKS: tuple[str, ...] = ("classify", "zeroshot", "segment", "multitask", "detec
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ZOO_FILE = Path(os.environ.get("CXR_DEMO_ZOO", REPO_ROOT / "weights" / "zoo.toml"))
 WEIGHTS_FILE = "model.safetensors"
+# open_clip's Hub layout; its weights are read only when the repo has a safetensors copy
+OPEN_CLIP_FILES = ("open_clip_config.json", "open_clip_model.safetensors")
 
 
 class UnknownModel(KeyError):
@@ -126,7 +128,7 @@ class Zoo:
                 folder = resolve(spec)
                 config = _read_config(folder, spec)
                 state, gate_state = split_state(load_weights(folder))
-                module = LOADERS[spec.task](spec, config, state)
+                module = LOADERS[spec.task](spec, config, state, folder)
                 gate = FeatureGate.from_state(gate_state, config.get("cxr_demo", {}).get("gate_threshold"))
                 self._cache[name] = Loaded(spec, module.eval(), config, folder, gate)
             return self._cache[name]
@@ -164,8 +166,8 @@ def _download(spec: ModelSpec) -> Path:
 
     repo, _, revision = spec.source.removeprefix("hf-hub:").partition("@")
     try:
-        config = hf_hub_download(repo, "config.json", revision=revision or None, etag_timeout=5)
-        hf_hub_download(repo, WEIGHTS_FILE, revision=revision or None, etag_timeout=5)
+        files = OPEN_CLIP_FILES if spec.task == "zeroshot" else ("config.json", WEIGHTS_FILE)
+        config = [hf_hub_download(repo, name, revision=revision or None, etag_timeout=5) for name in files][0]
     except (LocalEntryNotFoundError, OfflineModeIsEnabled, OSError) as error:
         raise ModelUnavailable(
             f"Model {spec.name!r} lives on the Hugging Face Hub ({repo}) and this machine cannot reach it "
@@ -174,13 +176,15 @@ def _download(spec: ModelSpec) -> Path:
     except HfHubHTTPError as error:
         raise ModelUnavailable(
             f"Model {spec.name!r}: the Hub refused {repo}@{revision or 'main'} ({error.response.status_code if error.response is not None else 'error'}). "
-            f"It may be private, renamed, or lack {WEIGHTS_FILE} (pickled weights are never loaded)."
+            f"It may be private, renamed, or have no safetensors weights (pickled weights are never loaded)."
         ) from None
     return Path(config).parent
 
 
 def _read_config(folder: Path, spec: ModelSpec) -> dict:
     path = folder / "config.json"
+    if not path.is_file() and (folder / OPEN_CLIP_FILES[0]).is_file():  # a Hub open_clip repo: labels come from zoo.toml
+        return {"label_names": list(spec.labels), "cxr_demo": {"preprocess": "none"}}
     if not path.is_file():
         raise ModelUnavailable(f"Model {spec.name!r}: {path} is missing.")
     try:
@@ -191,11 +195,12 @@ def _read_config(folder: Path, spec: ModelSpec) -> dict:
 
 def load_weights(folder: Path) -> dict[str, torch.Tensor]:
     """safetensors only: never unpickle a downloaded file."""
-    state = load_file(folder / WEIGHTS_FILE)
+    path = folder / WEIGHTS_FILE
+    state = load_file(path if path.is_file() else folder / OPEN_CLIP_FILES[1])
     return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
 
 
-Loader = Callable[[ModelSpec, dict, dict], torch.nn.Module]
+Loader = Callable[[ModelSpec, dict, dict, Path], torch.nn.Module]
 LOADERS: dict[str, Loader] = {}
 
 
@@ -207,7 +212,7 @@ def register_loader(task: str) -> Callable[[Loader], Loader]:
 
 
 @register_loader("classify")
-def _load_timm_classifier(spec: ModelSpec, config: dict, state: dict) -> torch.nn.Module:
+def _load_timm_classifier(spec: ModelSpec, config: dict, state: dict, folder: Path) -> torch.nn.Module:
     import timm
 
     labels = list(config.get("label_names") or spec.labels)
@@ -223,7 +228,7 @@ def _load_timm_classifier(spec: ModelSpec, config: dict, state: dict) -> torch.n
 
 @register_loader("segment")
 @register_loader("multitask")
-def _load_smp_segmenter(spec: ModelSpec, config: dict, state: dict) -> torch.nn.Module:
+def _load_smp_segmenter(spec: ModelSpec, config: dict, state: dict, folder: Path) -> torch.nn.Module:
     """smp models; a multi-task checkpoint also has a class head on the encoder (`aux_classes`)."""
     import segmentation_models_pytorch as smp
 
@@ -235,6 +240,19 @@ def _load_smp_segmenter(spec: ModelSpec, config: dict, state: dict) -> torch.nn.
     except (RuntimeError, KeyError, ValueError) as error:
         raise ModelUnavailable(f"Model {spec.name!r}: the weights do not fit {spec.arch!r} ({str(error).splitlines()[0]}).") from None
     return model.to(memory_format=torch.channels_last)
+
+
+@register_loader("zeroshot")
+def _load_open_clip(spec: ModelSpec, config: dict, state: dict, folder: Path) -> torch.nn.Module:
+    """open_clip's local-dir layout (open_clip_config.json); the text tower is built from text/config.json, offline."""
+    from cxr_demo.clip_model import ZeroShotModel, build_from_folder
+
+    try:
+        model, tokenizer = build_from_folder(folder)
+        model.load_state_dict(state)
+    except (RuntimeError, KeyError, OSError, ValueError) as error:
+        raise ModelUnavailable(f"Model {spec.name!r}: cannot build the open_clip model in {folder} ({str(error).splitlines()[0]}).") from None
+    return ZeroShotModel(model, tokenizer)
 
 
 _ZOO: Zoo | None = None

@@ -142,3 +142,32 @@ def running_app():
         process.wait(timeout=20)
     except subprocess.TimeoutExpired:
         process.kill()
+
+
+TINY_CLIP_CFG = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+@pytest.fixture(scope="session")
+def clip_zoo(tmp_path_factory) -> zoo.Zoo:
+    """A randomly initialised tiny open_clip model in the local-dir layout (open_clip's own tokenizer, no network)."""
+    import json
+
+    import open_clip
+    from safetensors.torch import save_file
+
+    root = tmp_path_factory.mktemp("clip")
+    folder = root / "tiny-clip"
+    folder.mkdir()
+    torch.manual_seed(0)
+    model = open_clip.CLIP(**TINY_CLIP_CFG)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "model.safetensors")
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CLIP_CFG}))
+    (folder / "config.json").write_text(json.dumps({"label_names": LABELS, "cxr_demo": {"task": "zeroshot", "preprocess": "none"}}))
+    entries = [dict(name="tiny-clip", task="zeroshot", arch="open_clip", labels=LABELS, input_size=32, mean=[0.5], std=[0.5],
+                    source=f"local:{folder}", default=True),
+               dict(name="hub-clip", task="zeroshot", arch="open_clip", labels=LABELS, source="hf-hub:cxr-demo/no-such-clip@main")]
+    return zoo.Zoo.from_toml(tiny_zoo_toml(root, entries))

@@ -12,7 +12,7 @@ from cxr_demo import zoo
 from train import data as datasets
 from train.classify import ClassifyConfig, freeze_all_but_last, parse_args, train
 from train.evaluate import main as evaluate_main
-from train.metrics import classification_report, fit_temperature
+from cxr_demo.metrics import classification_report, fit_temperature
 from tests.conftest import LABELS, SHARED_DATA, needs_shared_data, tiny_zoo_toml
 
 

@@ -29,7 +29,7 @@ from train import data as datasets
 from train.cli import parse_config, start_run
 from train.export import export_checkpoint, push_to_hub
 from train.gate import fit_gate
-from train.metrics import classification_report, fit_temperature
+from cxr_demo.metrics import classification_report, fit_temperature
 
 
 @dataclass

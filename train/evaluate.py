@@ -23,7 +23,7 @@ from cxr_demo.io import InvalidImage, read_xray
 from cxr_demo.preprocess import upsample_to
 from PIL import Image
 from train import data as datasets
-from train.metrics import classification_report
+from cxr_demo.metrics import classification_report
 
 TASKS = ("classify", "zeroshot", "segment", "detect")
 # a multi-task model is scored as a classifier or as a segmenter
@@ -92,9 +92,38 @@ def evaluate_segmenter(model_name: str, data_dir: Path, masks: str) -> dict:
     return {"model": model_name, "task": "segment", "data": str(data_dir), "n": len(pairs), "dice": float(dice), "iou": float(iou)}
 
 
+def evaluate_zeroshot(loaded: zoo.Loaded, paths: list[Path], labels: list[str], presets: list[str] | None = None) -> dict[str, dict]:
+    """A classification report per prompt preset, through the app's zero-shot path (image embeddings computed once)."""
+    from cxr_demo import zeroshot
+
+    unknown = [p for p in presets or [] if p not in zeroshot.PRESETS]
+    if unknown:
+        raise SystemExit(f"Unknown prompt preset {unknown[0]!r}; choose from {', '.join(zeroshot.PRESETS)} or 'all'.")
+    sample = zeroshot.LabelledSample(tuple(paths), tuple(labels))
+    sets = [zeroshot.PRESETS[name] for name in (presets or zeroshot.PRESETS)]
+    return {score.prompt_set: score.report for score in zeroshot.score_prompt_sets(loaded, sets, sample)}
+
+
+def evaluate_zeroshot_folder(model_name: str, data_dir: Path, split: str, seed: int, prompts: str) -> dict:
+    data = datasets.read_class_folders(data_dir)
+    index = np.arange(len(data)) if split == "all" else datasets.split_80_10_10(data, seed)[split]
+    data = data.subset(index)
+    reports = evaluate_zeroshot(zoo.load(model_name), data.paths, [data.classes[i] for i in data.labels],
+                                None if prompts == "all" else [prompts])
+    headline = "clinical" if prompts == "all" else prompts
+    result = {"model": model_name, "task": "zeroshot", "prompts": headline, "data": str(data_dir), "split": split, **reports[headline]}
+    if prompts == "all":
+        result["by_preset"] = {name: {k: r[k] for k in ("macro_f1", "accuracy", "confusion_matrix")} for name, r in reports.items()}
+        values = [r["macro_f1"] for r in reports.values()]
+        result["spread_macro_f1"] = max(values) - min(values)
+    return result
+
+
 def print_summary(result: dict) -> None:
+    for name, row in result.get("by_preset", {}).items():
+        print(f"  prompts {name:<10} macro-F1 {row['macro_f1']:.4f}  accuracy {row['accuracy']:.4f}")
     if "macro_f1" in result:
-        print(f"{result['model']} on {result['data']} ({result['split']}, n={result['n']}): "
+        print(f"{result['model']}{' with prompts ' + result['prompts'] if 'prompts' in result else ''} on {result['data']} ({result['split']}, n={result['n']}): "
               f"macro-F1 {result['macro_f1']:.4f}  accuracy {result['accuracy']:.4f}  "
               f"precision {result['macro_precision']:.4f}  recall {result['macro_recall']:.4f}  "
               f"ECE {result['ece_uncalibrated']:.4f} -> {result['ece']:.4f} (T={result['temperature']:.2f})")
@@ -114,7 +143,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--split", choices=("all", "train", "val", "test"), default="all",
                         help="evaluate the seeded 80/10/10 split's part of --data (the training split)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--prompts", help="prompt preset (zeroshot)")
+    parser.add_argument("--prompts", help="prompt preset for --task zeroshot (default clinical; 'all' scores every preset)")
     parser.add_argument("--masks", default="masks", help="mask folder name beside images/ (segment), e.g. 'lung masks'")
     parser.add_argument("--json", action="store_true", help="end with one JSON line (always printed; kept for scripts)")
     args = parser.parse_args(argv)
@@ -127,6 +156,8 @@ def main(argv=None) -> dict:
             parser.error(f"{model} is a {model_task} model; pass --task {'segment' if model_task == 'multitask' else model_task}")
         if args.task == "classify":
             result = evaluate_classifier(model, args.data, args.split, args.seed)
+        elif args.task == "zeroshot":
+            result = evaluate_zeroshot_folder(model, args.data, args.split, args.seed, args.prompts or "clinical")
         elif args.task == "segment":
             result = evaluate_segmenter(model, args.data, args.masks)
         else:

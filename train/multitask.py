@@ -26,7 +26,7 @@ from train import data as datasets
 from train.classify import train_augment
 from train.cli import parse_config, start_run
 from train.export import export_checkpoint
-from train.metrics import classification_report
+from cxr_demo.metrics import classification_report
 from train.segment import MEAN, STD, SegmentConfig, as_tensors, build_model, dice_iou, joint_augment, read_source, split_index
 
 NO_CLASS = -1

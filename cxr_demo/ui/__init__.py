@@ -4,7 +4,7 @@ from __future__ import annotations
 import gradio as gr
 
 from cxr_demo import zoo
-from cxr_demo.ui import classify_tab, segment_tab
+from cxr_demo.ui import classify_tab, segment_tab, zeroshot_tab
 from cxr_demo.ui.common import disclaimer
 
 TITLE = "cxr-demo: chest X-ray AI in the browser"
@@ -18,6 +18,9 @@ def build_demo() -> gr.Blocks:
         with gr.Tabs():
             with gr.Tab("Classify", id="classify"):
                 classify_tab.build()
+            if zoo.names("zeroshot"):
+                with gr.Tab("CLIP prompt playground", id="zeroshot"):
+                    zeroshot_tab.build()
             if zoo.names("segment"):
                 with gr.Tab("Segment", id="segment"):
                     segment_tab.build()

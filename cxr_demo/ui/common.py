@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from contextlib import contextmanager
 
 import gradio as gr
@@ -17,8 +18,8 @@ def upload_path(upload) -> str | None:
     """Gradio hands over a path, a file wrapper or a dict depending on component and client."""
     if upload is None:
         return None
-    if isinstance(upload, str):
-        return upload
+    if isinstance(upload, (str, os.PathLike)):
+        return str(upload)
     if isinstance(upload, dict):
         return upload.get("path") or upload.get("name")
     return getattr(upload, "path", None) or getattr(upload, "name", None)
