@@ -43,6 +43,9 @@ def task_handlers(image: str) -> dict:
     if zoo.names("classify"):
         from cxr_demo.ui.classify_tab import classify_image
         handlers["classify"] = lambda: classify_image(image, None, "GradCAM")
+    if zoo.names("zeroshot"):
+        from cxr_demo.ui.zeroshot_tab import zeroshot_image
+        handlers["zeroshot"] = lambda: zeroshot_image(image)  # text embeddings cached after the first call
     if zoo.names("segment"):
         from cxr_demo.ui.segment_tab import segment_image
         handlers["segment"] = lambda: segment_image(image)

@@ -16,13 +16,22 @@ def configure_threads() -> None:
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
 
 
-def warm_up(tasks: tuple[str, ...] = ("classify",)) -> list[str]:
+def warm_up(tasks: tuple[str, ...] = ("classify", "segment", "zeroshot", "detect")) -> list[str]:
+    """Load each task's default model (the tab a user opens first goes first) and embed the default prompts."""
     loaded = []
     for task in tasks:
+        if not zoo.names(task):
+            continue
         try:
-            loaded.append(zoo.load(zoo.default(task).name).spec.name)
+            model = zoo.load(zoo.default(task).name)
         except (zoo.ModelUnavailable, zoo.UnknownModel) as error:
             log.warning("default %s model not loaded: %s", task, error)
+            continue
+        loaded.append(model.spec.name)
+        if task == "zeroshot":
+            from cxr_demo import zeroshot
+
+            zeroshot.class_embeddings(model, zeroshot.PRESETS["clinical"])
     return loaded
 
 

@@ -143,8 +143,13 @@ def probabilities(image_embeddings: torch.Tensor, loaded: zoo.Loaded, prompt_set
 
 
 def image_input(xray: XRay, loaded: zoo.Loaded) -> torch.Tensor:
+    """(1, 1, H, W) for a grayscale tower; (1, 3, H, W) with per-channel normalisation for an RGB CLIP."""
     spec = loaded.spec
-    return model_input(xray.pixels, (spec.input_size, spec.input_size), spec.mean, spec.std, loaded.options.get("preprocess", "none"))
+    size, steps = (spec.input_size, spec.input_size), loaded.options.get("preprocess", "none")
+    if len(spec.mean) == 1:
+        return model_input(xray.pixels, size, spec.mean, spec.std, steps)
+    x = model_input(xray.pixels, size, (0.0,), (1.0,), steps).expand(-1, len(spec.mean), -1, -1)
+    return (x - torch.tensor(spec.mean).view(1, -1, 1, 1)) / torch.tensor(spec.std).view(1, -1, 1, 1)
 
 
 def embed_images(loaded: zoo.Loaded, x: torch.Tensor) -> torch.Tensor:

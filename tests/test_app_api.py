@@ -36,3 +36,9 @@ def test_segment_endpoint_needs_only_the_image(client, example_dicom):
     rows = {row[0]: row for row in measures["data"]}
     assert rows["both lungs"][2]  # cm², from the DICOM's pixel spacing
     assert "lung-unet-mobilenetv2" in notes
+
+
+def test_zeroshot_endpoint_needs_only_the_image(client, example_png):
+    label, notes = client.predict(handle_file(str(example_png)), api_name="/zeroshot")
+    assert {c["label"] for c in label["confidences"]} == set(LABELS)
+    assert "prompts **clinical**" in notes

@@ -84,3 +84,17 @@ def test_segment_tab_with_a_dicom_gives_cm2(page):
     assert "both lungs" in rows
     SHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SHOTS / "segment-dicom.png"), full_page=True)
+
+
+def test_prompt_playground_classifies_and_compares_prompt_sets(page):
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    page.get_by_role("tab", name="CLIP prompt playground").click()
+    page.locator("#zeroshot-upload input[type=file]").set_input_files(str(examples / "covid-1000.png"))
+    page.get_by_role("button", name="Classify with these prompts").click()
+    page.locator("#zeroshot-label").get_by_text("%").first.wait_for(timeout=60_000)
+    page.get_by_role("button", name="Compare prompt sets").click()
+    page.locator("#zeroshot-summary").get_by_text("Spread:").wait_for(timeout=120_000)
+    scores = page.locator("#zeroshot-scores").inner_text()
+    assert all(name in scores for name in ("clinical", "naive", "bad"))
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS / "zeroshot-covid-1000.png"), full_page=True)
