@@ -181,3 +181,15 @@ def test_bad_upload_and_bad_template_are_messages_not_tracebacks(clip, tmp_path,
         zeroshot_tab.zeroshot_image(example_png, None, "clinical", None, None, None, "no placeholder")
     with pytest.raises(gr.Error, match="Temperature"):
         zeroshot_tab.zeroshot_image(example_png, None, "clinical", temperature=0)
+
+
+def test_evaluate_cli_prints_classifier_keys_for_a_prompt_preset(clip, class_folder, capsys):
+    from train import evaluate
+
+    result = evaluate.main(["--task", "zeroshot", "--data", str(class_folder), "--prompts", "all", "--json"])
+    last = __import__("json").loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last["task"] == "zeroshot" and last["prompts"] == "clinical" and last["n"] == 30
+    assert {"accuracy", "macro_f1", "macro_precision", "macro_recall", "confusion_matrix"} <= set(last)
+    assert set(last["by_preset"]) == set(PRESETS)
+    assert last["spread_macro_f1"] == pytest.approx(max(r["macro_f1"] for r in result["by_preset"].values())
+                                                    - min(r["macro_f1"] for r in result["by_preset"].values()))
