@@ -36,6 +36,17 @@ def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor) -> flo
     return float(metric(probs, labels))
 
 
+def reliability_bins(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 10) -> dict[str, list]:
+    """Mean confidence, accuracy and count per confidence bin of the top class: the data of a reliability diagram."""
+    confidence, predicted = probs.max(1)
+    correct = (predicted == labels).float()
+    index = (confidence * n_bins).long().clamp(max=n_bins - 1)
+    count = torch.bincount(index, minlength=n_bins)
+    mean = lambda values: (torch.bincount(index, weights=values, minlength=n_bins) / count.clamp(min=1)).tolist()  # noqa: E731
+    return {"confidence": [round(v, 4) for v in mean(confidence)], "accuracy": [round(v, 4) for v in mean(correct)],
+            "count": count.tolist()}
+
+
 def classification_report(
     logits: torch.Tensor, labels: torch.Tensor, classes: list[str], temperature: float = 1.0
 ) -> dict:
@@ -61,6 +72,7 @@ def classification_report(
         },
         "confusion_matrix": MulticlassConfusionMatrix(k)(preds, labels).tolist(),
         "ece": expected_calibration_error(probs, labels),
+        "reliability": reliability_bins(probs, labels),
         "ece_uncalibrated": expected_calibration_error(logits.softmax(1), labels),
         "nll": float(F.cross_entropy(logits / temperature, labels)),
         "nll_uncalibrated": float(F.cross_entropy(logits, labels)),

@@ -52,3 +52,39 @@ def mask_overlay(pixels: np.ndarray, mask: np.ndarray, reference: np.ndarray | N
 
 def _contour(mask: np.ndarray, width: int = 2) -> np.ndarray:
     return mask & ~ndimage.binary_erosion(mask, iterations=width)
+
+
+def confusion_figure(matrix: list[list[int]], labels: list[str], title: str):
+    """A confusion matrix as a matplotlib figure (rows: truth, columns: prediction)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    fig, ax = plt.subplots(figsize=(4.2, 3.8), dpi=100)
+    ConfusionMatrixDisplay(np.asarray(matrix), display_labels=[label.replace(" ", "\n") for label in labels]).plot(
+        ax=ax, colorbar=False, cmap="Blues")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def reliability_figure(bins: dict[str, list], title: str):
+    """Reliability diagram: accuracy against confidence per bin, bar width by bin, the diagonal is perfect calibration."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    count = np.asarray(bins["count"])
+    edges = np.linspace(0, 1, len(count) + 1)
+    used = count > 0
+    fig, ax = plt.subplots(figsize=(4.2, 3.8), dpi=100)
+    ax.bar(edges[:-1][used], np.asarray(bins["accuracy"])[used], width=1 / len(count), align="edge", alpha=0.7, edgecolor="k", label="accuracy")
+    ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
+    ax.scatter(np.asarray(bins["confidence"])[used], np.asarray(bins["accuracy"])[used], s=12 + 60 * count[used] / count.max(), c="C1",
+               zorder=3, label="mean confidence (size: images)")
+    ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="confidence of the top class", ylabel="accuracy")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return fig

@@ -147,3 +147,13 @@ def test_gate_flags_what_is_far_from_training_features():
     assert gate.is_unfamiliar(torch.randn(1, 64) * 4 + 3)
     restored = FeatureGate.from_state(gate.state_dict(), gate.threshold)
     torch.testing.assert_close(restored.score(val_features), gate.score(val_features))
+
+
+def test_reliability_bins_count_every_prediction_and_measure_its_accuracy():
+    from cxr_demo.metrics import reliability_bins
+
+    probs = torch.tensor([[0.95, 0.05], [0.92, 0.08], [0.55, 0.45], [0.42, 0.58]])
+    bins = reliability_bins(probs, torch.tensor([0, 1, 0, 1]), n_bins=10)
+    assert sum(bins["count"]) == 4 and bins["count"][9] == 2 and bins["count"][5] == 2
+    assert bins["accuracy"][9] == 0.5 and bins["accuracy"][5] == 1.0
+    assert bins["confidence"][9] == pytest.approx(0.935)

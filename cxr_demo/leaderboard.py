@@ -1,0 +1,135 @@
+"""The zoo's own measured figures, in the seeds' columns, with where each came from. Read-only: nothing is computed here.
+
+Sources: every zoo model's `metrics.json` (written by `train/`), `results/seed_experiments.json` (`train.experiments`)
+and `results/bench.json` (`cxr_demo.bench --save`) for CPU latency.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from cxr_demo import zoo
+
+RESULTS_DIR = zoo.REPO_ROOT / "results"
+COLUMNS = ("model", "task", "variant", "macro-F1", "precision", "recall", "accuracy", "ECE", "Dice", "IoU", "other-hospital Dice",
+           "mAP@0.5", "mAP@[.5:.95]", "min/epoch", "CPU p50 ms", "data / split", "command")
+
+
+@dataclass(frozen=True)
+class Entry:
+    model: str
+    task: str
+    variant: str = ""
+    f1: float | None = None
+    precision: float | None = None
+    recall: float | None = None
+    accuracy: float | None = None
+    ece: float | None = None
+    dice: float | None = None
+    iou: float | None = None
+    external_dice: float | None = None
+    map50: float | None = None
+    map: float | None = None
+    minutes_per_epoch: float | None = None
+    latency_ms: float | None = None
+    data: str = ""
+    command: str = ""
+    labels: tuple[str, ...] = ()
+    confusion: list | None = field(default=None, repr=False)
+    reliability: dict | None = field(default=None, repr=False)
+
+    def row(self) -> list:
+        figure = lambda v: None if v is None else round(float(v), 4)  # noqa: E731
+        return [self.model, self.task, self.variant, *[figure(v) for v in (self.f1, self.precision, self.recall, self.accuracy, self.ece,
+                self.dice, self.iou, self.external_dice, self.map50, self.map, self.minutes_per_epoch)],
+                None if self.latency_ms is None else round(self.latency_ms, 1), self.data, self.command]
+
+
+def train_command(task: str, config: dict) -> str:
+    """The training command that reproduces a checkpoint, from the config it recorded."""
+    module = {"classify": "classify", "segment": "segment", "multitask": "multitask", "zeroshot": "clip", "detect": "detect"}[task]
+    flags = []
+    for key, value in config.items():
+        if value in (None, False, [], "") or key in ("out", "runs", "threads"):
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            text = str(item)
+            flags.append(f"--{key.replace('_', '-')} " + (f'"{text}"' if " " in text else text))
+    return f"python -m train.{module} " + " ".join(flags)
+
+
+def _classification(report: dict) -> dict:
+    return dict(f1=report.get("macro_f1"), precision=report.get("macro_precision"), recall=report.get("macro_recall"),
+                accuracy=report.get("accuracy"), ece=report.get("ece"), confusion=report.get("confusion_matrix"),
+                reliability=report.get("reliability"), labels=tuple(report.get("per_class", {})))
+
+
+def _external_dice(metrics: dict) -> float | None:
+    external = metrics.get("external") or {}
+    return next((v["dice"] for v in external.values()), None)
+
+
+def entries_for(spec: zoo.ModelSpec, metrics: dict, latency: dict[str, float]) -> list[Entry]:
+    test = metrics.get("test", {})
+    config = metrics.get("train_config", {})
+    data = config.get("data") or config.get("cls_data") or ", ".join(config.get("seg_data", [])) or ""
+    common = dict(model=spec.name, task=spec.task, minutes_per_epoch=metrics.get("minutes_per_epoch"), latency_ms=latency.get(spec.name),
+                  data=f"{Path(str(data)).name or data}, test split" if data else "test split",
+                  command=train_command(spec.task, config) if config else "")
+    if spec.task == "zeroshot":
+        return [Entry(**common, variant=f"prompts: {preset}", **_classification(report)) for preset, report in test.items()]
+    if spec.task == "segment":
+        return [Entry(**common, dice=test.get("dice"), iou=test.get("iou"), external_dice=_external_dice(metrics))]
+    if spec.task == "detect":
+        return [Entry(**common, map50=test.get("map50"), map=test.get("map"))]
+    extra = dict(dice=test.get("dice"), iou=test.get("iou"), external_dice=_external_dice(metrics)) if spec.task == "multitask" else {}
+    return [Entry(**common, **_classification(test), **extra)]
+
+
+def experiment_entries(path: Path = RESULTS_DIR / "seed_experiments.json") -> list[Entry]:
+    if not path.is_file():
+        return []
+    rows = json.loads(path.read_text()).get("experiments", [])
+    return [Entry(model=row["name"], task="classify (seed experiment)", variant=row["experiment"], f1=row["macro_f1"],
+                  precision=row["macro_precision"], recall=row["macro_recall"], accuracy=row["accuracy"], ece=row["ece"],
+                  minutes_per_epoch=row["minutes_per_epoch"], data=row["data"], command=row["command"]) for row in rows]
+
+
+def latencies(path: Path = RESULTS_DIR / "bench.json") -> dict[str, float]:
+    """Model name -> p50 ms of its whole request, from the last saved bench run."""
+    if not path.is_file():
+        return {}
+    tasks = json.loads(path.read_text()).get("tasks", {})
+    return {t["model"]: t["p50_ms"] for t in tasks.values() if t.get("model") and t.get("p50_ms") is not None}
+
+
+def entries() -> list[Entry]:
+    latency = latencies()
+    found = []
+    for spec in zoo.registry().specs():
+        metrics = zoo.metrics(spec.name)
+        if metrics:
+            found.extend(entries_for(spec, metrics, latency))
+    return found + experiment_entries()
+
+
+LOWER_IS_BETTER = {"ECE", "min/epoch", "CPU p50 ms"}
+
+
+def table(task: str | None = None, sort_by: str = "macro-F1") -> list[list]:
+    """Rows for the leaderboard, best first by `sort_by` (missing figures last)."""
+    if sort_by not in COLUMNS:
+        raise ValueError(f"Cannot sort by {sort_by!r}; choose one of {', '.join(COLUMNS)}.")
+    rows = [e.row() for e in entries() if task in (None, "", "all") or e.task.startswith(task)]
+    column = COLUMNS.index(sort_by)
+    sign = 1 if sort_by in LOWER_IS_BETTER else -1
+
+    def key(row):
+        value = row[column]
+        return (value is None, sign * value if isinstance(value, (int, float)) else 0, str(value))
+    return sorted(rows, key=key)
+
+
+def as_dicts() -> list[dict]:
+    return [asdict(e) for e in entries()]

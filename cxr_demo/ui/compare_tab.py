@@ -1,0 +1,115 @@
+"""The Compare tab: 2–4 models side by side on one image, and the leaderboard of the zoo's measured figures. Wiring only."""
+from __future__ import annotations
+
+import gradio as gr
+
+from cxr_demo import compare, leaderboard, zoo
+from cxr_demo.cam import METHODS
+from cxr_demo.render import confusion_figure, heatmap_overlay, mask_overlay, reliability_figure
+from cxr_demo.ui.common import UPLOAD_HINT, load_upload, notes_markdown, user_errors
+from cxr_demo.zeroshot import PRESETS
+
+
+def compare_image(upload, task: str = "classify", models: list[str] | None = None, preset: str = "clinical", method: str = "GradCAM"):
+    """Handler: (gallery of (image, caption), one row per model, agreement notes). No models: the task's first four."""
+    with user_errors():
+        xray = load_upload(upload)
+        chosen = list(models or compare.candidates(task)[:compare.MAX_MODELS])
+        result = compare.run(xray, task, chosen, preset, method)
+        gallery = [(_picture(xray, output), _caption(output)) for output in result.outputs]
+    labels = sorted({label for o in result.outputs for label in (o.probabilities or {})})
+    rows = [[o.model, o.kind, o.top_label or "", *[_percent(o.probabilities, label) for label in labels], f"{o.latency_ms:.0f}"]
+            for o in result.outputs]
+    return gallery, gr.Dataframe(value=rows, headers=["model", "kind", "top class", *labels, "ms"]), _agreement_notes(result, preset, method)
+
+
+def _picture(xray, output: compare.ModelOutput):
+    if output.heatmap is not None:
+        return heatmap_overlay(xray.pixels, output.heatmap)
+    if output.mask is not None:
+        return mask_overlay(xray.pixels, output.mask)
+    if output.boxes:
+        from cxr_demo import detect
+        return detect.draw_boxes(xray.pixels, output.boxes)
+    return mask_overlay(xray.pixels, xray.pixels < -1)  # the plain image: this model has no spatial output
+
+
+def _caption(output: compare.ModelOutput) -> str:
+    if output.error:
+        return f"{output.model}: unavailable"
+    verdict = output.top_label or (f"{len(output.boxes)} boxes" if output.kind == "detect" else "")
+    return f"{output.model}: {verdict} ({output.latency_ms:.0f} ms)"
+
+
+def _percent(probabilities: dict | None, label: str) -> str:
+    return "" if not probabilities or label not in probabilities else f"{probabilities[label]:.1%}"
+
+
+def _agreement_notes(result: compare.Comparison, preset: str, method: str) -> str:
+    what = {"classify": "top-class agreement", "segment": "mask Dice", "detect": "box agreement (IoU ≥ 0.5)"}[result.task]
+    lines = [f"**{what.capitalize()}: {result.agreement:.2f}** (mean over {len(result.pairwise)} model pairs)."]
+    lines += [f"{a} vs {b}: {score:.3f}" for (a, b), score in result.pairwise.items()]
+    lines += [o.error for o in result.outputs if o.error]
+    if result.task == "classify":
+        lines.append(f"Heatmaps: {method} for every timm classifier; zero-shot models use the *{preset}* prompts and have no heatmap; "
+                     "a multi-task U-Net shows its lung mask.")
+    return notes_markdown(lines)
+
+
+def leaderboard_table(task: str = "all", sort_by: str = "macro-F1"):
+    with user_errors():
+        rows = leaderboard.table(task, sort_by)
+    return gr.Dataframe(value=rows, headers=list(leaderboard.COLUMNS))
+
+
+def leaderboard_plots(entry: str | None):
+    """Confusion matrix and reliability diagram of one classification entry ("model · variant")."""
+    match = next((e for e in leaderboard.entries() if _entry_name(e) == entry), None)
+    if match is None or match.confusion is None:
+        return None, None
+    title = _entry_name(match)
+    confusion = confusion_figure(match.confusion, list(match.labels), f"{title}: confusion (test)")
+    reliability = reliability_figure(match.reliability, f"{title}: reliability (ECE {match.ece:.3f})") if match.reliability else None
+    return confusion, reliability
+
+
+def _entry_name(entry: leaderboard.Entry) -> str:
+    return f"{entry.model} · {entry.variant}" if entry.variant else entry.model
+
+
+def build() -> None:
+    tasks = [t for t in compare.KINDS if len(compare.candidates(t)) >= 2]
+    first = tasks[0] if tasks else "classify"
+    with gr.Row():
+        with gr.Column(scale=1):
+            upload = gr.File(label=f"Chest X-ray ({UPLOAD_HINT})", type="filepath", elem_id="compare-upload")
+            task = gr.Radio(tasks, value=first, label="Task")
+            models = gr.CheckboxGroup(compare.candidates(first), value=compare.candidates(first)[:compare.MAX_MODELS],
+                                      label="Models (2 to 4)")
+            preset = gr.Dropdown(list(PRESETS), value="clinical", label="Prompt preset for zero-shot models")
+            method = gr.Dropdown(list(METHODS), value="GradCAM", label="Heatmap method (the same for every classifier)")
+            button = gr.Button("Compare", variant="primary")
+        with gr.Column(scale=2):
+            gallery = gr.Gallery(label="Side by side", columns=4, height=360, elem_id="compare-gallery")
+            table = gr.Dataframe(label="Outputs and latency", interactive=False, elem_id="compare-table")
+            agreement = gr.Markdown(elem_id="compare-agreement")
+    gr.Markdown("### Leaderboard: the zoo's own measured figures\nEvery figure comes from a checkpoint's `metrics.json` or "
+                "`results/*.json`; the last columns say on which data and split, and the command that reproduces it.")
+    with gr.Row():
+        board_task = gr.Dropdown(["all", "classify", "zeroshot", "multitask", "segment", "detect"], value="all", label="Task")
+        sort_by = gr.Dropdown(list(leaderboard.COLUMNS[3:15]), value="macro-F1", label="Sort by (best first)")
+    board = gr.Dataframe(value=leaderboard.table(), headers=list(leaderboard.COLUMNS), interactive=False, wrap=True,
+                         elem_id="leaderboard")
+    named = [_entry_name(e) for e in leaderboard.entries() if e.confusion is not None]
+    entry = gr.Dropdown(named, value=named[0] if named else None, label="Plots for")
+    first_confusion, first_reliability = leaderboard_plots(named[0] if named else None)
+    with gr.Row():
+        confusion_plot = gr.Plot(first_confusion, label="Confusion matrix", elem_id="leaderboard-confusion")
+        reliability_plot = gr.Plot(first_reliability, label="Reliability diagram", elem_id="leaderboard-reliability")
+    task.change(lambda t: gr.CheckboxGroup(choices=compare.candidates(t), value=compare.candidates(t)[:compare.MAX_MODELS]),
+                task, models, api_visibility="private")
+    button.click(compare_image, [upload, task, models, preset, method], [gallery, table, agreement],
+                 api_name="compare", concurrency_id="compare", concurrency_limit=1)
+    for control in (board_task, sort_by):
+        control.change(leaderboard_table, [board_task, sort_by], board, api_visibility="private")
+    entry.change(leaderboard_plots, entry, [confusion_plot, reliability_plot], api_visibility="private")
