@@ -52,6 +52,11 @@ def candidates(task: str) -> list[str]:
     return sorted(names, key=lambda n: (n != default, zoo.get(n).is_hub and not (zoo.REPO_ROOT / "weights" / n).is_dir()))
 
 
+def on_this_machine(task: str) -> list[str]:
+    """Candidates whose files are here (no download needed): the sensible default selection."""
+    return [n for n in candidates(task) if not zoo.get(n).is_hub or (zoo.REPO_ROOT / "weights" / n).is_dir()]
+
+
 def run(xray: XRay, task: str, models: list[str], preset: str = "clinical", method: str | None = "GradCAM") -> Comparison:
     allowed = candidates(task)
     models = list(dict.fromkeys(models))

@@ -98,3 +98,16 @@ def test_prompt_playground_classifies_and_compares_prompt_sets(page):
     assert all(name in scores for name in ("clinical", "naive", "bad"))
     SHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SHOTS / "zeroshot-covid-1000.png"), full_page=True)
+
+
+def test_compare_tab_shows_models_side_by_side_and_the_leaderboard(page):
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    page.get_by_role("tab", name="Compare").click()
+    assert "cxr-effnet-lite0" in page.locator("#leaderboard").inner_text()
+    page.locator("#compare-upload input[type=file]").set_input_files(str(examples / "normal-1062.png"))
+    page.get_by_role("button", name="Compare", exact=True).click()
+    page.locator("#compare-agreement").get_by_text("agreement").first.wait_for(timeout=120_000)
+    assert page.locator("#compare-gallery img").count() >= 2
+    page.locator("#leaderboard-confusion").locator("img, svg, canvas").first.wait_for(timeout=30_000)
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS / "compare-normal-1062.png"), full_page=True)

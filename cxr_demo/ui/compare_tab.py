@@ -14,7 +14,7 @@ def compare_image(upload, task: str = "classify", models: list[str] | None = Non
     """Handler: (gallery of (image, caption), one row per model, agreement notes). No models: the task's first four."""
     with user_errors():
         xray = load_upload(upload)
-        chosen = list(models or compare.candidates(task)[:compare.MAX_MODELS])
+        chosen = list(models or compare.on_this_machine(task)[:compare.MAX_MODELS])
         result = compare.run(xray, task, chosen, preset, method)
         gallery = [(_picture(xray, output), _caption(output)) for output in result.outputs]
     labels = sorted({label for o in result.outputs for label in (o.probabilities or {})})
@@ -84,7 +84,7 @@ def build() -> None:
         with gr.Column(scale=1):
             upload = gr.File(label=f"Chest X-ray ({UPLOAD_HINT})", type="filepath", elem_id="compare-upload")
             task = gr.Radio(tasks, value=first, label="Task")
-            models = gr.CheckboxGroup(compare.candidates(first), value=compare.candidates(first)[:compare.MAX_MODELS],
+            models = gr.CheckboxGroup(compare.candidates(first), value=compare.on_this_machine(first)[:compare.MAX_MODELS],
                                       label="Models (2 to 4)")
             preset = gr.Dropdown(list(PRESETS), value="clinical", label="Prompt preset for zero-shot models")
             method = gr.Dropdown(list(METHODS), value="GradCAM", label="Heatmap method (the same for every classifier)")
@@ -98,15 +98,15 @@ def build() -> None:
     with gr.Row():
         board_task = gr.Dropdown(["all", "classify", "zeroshot", "multitask", "segment", "detect"], value="all", label="Task")
         sort_by = gr.Dropdown(list(leaderboard.COLUMNS[3:15]), value="macro-F1", label="Sort by (best first)")
-    board = gr.Dataframe(value=leaderboard.table(), headers=list(leaderboard.COLUMNS), interactive=False, wrap=True,
-                         elem_id="leaderboard")
+    board = gr.Dataframe(value=leaderboard.table(), headers=list(leaderboard.COLUMNS), interactive=False, wrap=False,
+                         max_height=420, elem_id="leaderboard")
     named = [_entry_name(e) for e in leaderboard.entries() if e.confusion is not None]
     entry = gr.Dropdown(named, value=named[0] if named else None, label="Plots for")
     first_confusion, first_reliability = leaderboard_plots(named[0] if named else None)
     with gr.Row():
         confusion_plot = gr.Plot(first_confusion, label="Confusion matrix", elem_id="leaderboard-confusion")
         reliability_plot = gr.Plot(first_reliability, label="Reliability diagram", elem_id="leaderboard-reliability")
-    task.change(lambda t: gr.CheckboxGroup(choices=compare.candidates(t), value=compare.candidates(t)[:compare.MAX_MODELS]),
+    task.change(lambda t: gr.CheckboxGroup(choices=compare.candidates(t), value=compare.on_this_machine(t)[:compare.MAX_MODELS]),
                 task, models, api_visibility="private")
     button.click(compare_image, [upload, task, models, preset, method], [gallery, table, agreement],
                  api_name="compare", concurrency_id="compare", concurrency_limit=1)

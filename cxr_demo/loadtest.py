@@ -1,0 +1,108 @@
+"""A small load test: several API clients at once against the app on localhost. Not a test: it prints figures.
+
+    python -m cxr_demo.loadtest --clients 4 --seconds 60          # starts app.py itself on a free port
+    python -m cxr_demo.loadtest --url http://127.0.0.1:7860/       # or an app that is already running
+
+Each client loops over the endpoints (classify, zeroshot, segment, and detect when the zoo has a detector) with the example
+images until the time is up. The last line is one JSON object: requests, failures, throughput and p50/p95 per endpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+from collections import defaultdict
+
+import numpy as np
+
+from cxr_demo import examples, zoo
+from cxr_demo.bench import REPO_ROOT, free_port
+
+ENDPOINTS = {"classify": "/classify", "zeroshot": "/zeroshot", "segment": "/segment", "detect": "/detect"}
+
+
+def start_app() -> tuple[object, str]:
+    import os
+    import subprocess
+    import sys
+    import urllib.request
+
+    port = free_port()
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    process = subprocess.Popen([sys.executable, "app.py"], cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return process, url
+        except OSError:
+            time.sleep(0.25)
+    process.kill()
+    raise SystemExit("app.py did not start within 120 s")
+
+
+def client_loop(url: str, endpoints: list[str], images: list[str], stop_at: float, record) -> None:
+    from gradio_client import Client, handle_file
+
+    client = Client(url, verbose=False)
+    i = 0
+    while time.time() < stop_at:
+        endpoint, image = endpoints[i % len(endpoints)], images[i % len(images)]
+        start = time.perf_counter()
+        try:
+            client.predict(handle_file(image), api_name=ENDPOINTS[endpoint])
+            record(endpoint, (time.perf_counter() - start) * 1000, None)
+        except Exception as error:  # noqa: BLE001 - every failure counts, whatever it is
+            record(endpoint, (time.perf_counter() - start) * 1000, f"{type(error).__name__}: {error}")
+        i += 1
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--url", help="an app that is already running (default: start app.py)")
+    args = parser.parse_args(argv)
+    process, url = (None, args.url) if args.url else start_app()
+    endpoints = [task for task in ENDPOINTS if zoo.names(task)]
+    images = examples.paths()
+    times: dict[str, list[float]] = defaultdict(list)
+    failures: list[str] = []
+    lock = threading.Lock()
+
+    def record(endpoint: str, ms: float, error: str | None) -> None:
+        with lock:
+            times[endpoint].append(ms)
+            if error:
+                failures.append(f"{endpoint}: {error}")
+
+    try:
+        started = time.time()
+        stop_at = started + args.seconds
+        threads = [threading.Thread(target=client_loop, args=(url, endpoints[k:] + endpoints[:k], images, stop_at, record))
+                   for k in range(args.clients)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.time() - started
+    finally:
+        if process is not None:
+            process.terminate()
+    total = sum(len(v) for v in times.values())
+    result = {"clients": args.clients, "seconds": round(elapsed, 1), "requests": total, "failures": len(failures),
+              "throughput_rps": round(total / elapsed, 2),
+              "endpoints": {e: {"n": len(v), "p50_ms": round(float(np.percentile(v, 50)), 1), "p95_ms": round(float(np.percentile(v, 95)), 1)}
+                            for e, v in times.items()},
+              "first_failures": failures[:3]}
+    for endpoint, row in result["endpoints"].items():
+        print(f"{endpoint:<9} n={row['n']:<4} p50 {row['p50_ms']:7.0f} ms  p95 {row['p95_ms']:7.0f} ms (client-side, queue included)")
+    print(f"{total} requests from {args.clients} clients in {elapsed:.0f} s: {result['throughput_rps']} req/s, {len(failures)} failed")
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
