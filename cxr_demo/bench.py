@@ -46,6 +46,9 @@ def task_handlers(image: str) -> dict:
     if zoo.names("zeroshot"):
         from cxr_demo.ui.zeroshot_tab import zeroshot_image
         handlers["zeroshot"] = lambda: zeroshot_image(image)  # text embeddings cached after the first call
+    if zoo.names("detect"):
+        from cxr_demo.ui.detect_tab import detect_image
+        handlers["detect"] = lambda: detect_image(image)
     if zoo.names("segment"):
         from cxr_demo.ui.segment_tab import segment_image
         handlers["segment"] = lambda: segment_image(image)

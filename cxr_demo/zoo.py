@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import threading
@@ -127,6 +128,8 @@ class Zoo:
             if name not in self._cache:
                 folder = resolve(spec)
                 config = _read_config(folder, spec)
+                if spec.task not in LOADERS:  # a task module registers its own loader (e.g. cxr_demo.detect)
+                    importlib.import_module(f"cxr_demo.{spec.task}")
                 state, gate_state = split_state(load_weights(folder))
                 module = LOADERS[spec.task](spec, config, state, folder)
                 gate = FeatureGate.from_state(gate_state, config.get("cxr_demo", {}).get("gate_threshold"))

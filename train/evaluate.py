@@ -129,6 +129,8 @@ def print_summary(result: dict) -> None:
               f"ECE {result['ece_uncalibrated']:.4f} -> {result['ece']:.4f} (T={result['temperature']:.2f})")
         for name, row in result["per_class"].items():
             print(f"  {name:<18} F1 {row['f1']:.4f}  P {row['precision']:.4f}  R {row['recall']:.4f}  n={row['support']}")
+    elif "map50" in result:
+        print(f"{result['model']} on {result['data']} (n={result['n']}): mAP@0.5 {result['map50']:.4f}  mAP@[.5:.95] {result['map']:.4f}")
     elif "dice" in result:
         print(f"{result['model']} on {result['data']} (n={result['n']}): Dice {result['dice']:.4f}  IoU {result['iou']:.4f}")
     elif "predicted" in result:
@@ -144,6 +146,7 @@ def main(argv=None) -> dict:
                         help="evaluate the seeded 80/10/10 split's part of --data (the training split)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--prompts", help="prompt preset for --task zeroshot (default clinical; 'all' scores every preset)")
+    parser.add_argument("--held-out", action="store_true", help="detect: only the images the model's metrics.json lists as held out")
     parser.add_argument("--masks", default="masks", help="mask folder name beside images/ (segment), e.g. 'lung masks'")
     parser.add_argument("--json", action="store_true", help="end with one JSON line (always printed; kept for scripts)")
     args = parser.parse_args(argv)
@@ -158,6 +161,9 @@ def main(argv=None) -> dict:
             result = evaluate_classifier(model, args.data, args.split, args.seed)
         elif args.task == "zeroshot":
             result = evaluate_zeroshot_folder(model, args.data, args.split, args.seed, args.prompts or "clinical")
+        elif args.task == "detect":
+            from train.detect import evaluate_detector
+            result = evaluate_detector(model, args.data, only_held_out=args.held_out)
         elif args.task == "segment":
             result = evaluate_segmenter(model, args.data, args.masks)
         else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import gradio as gr
 
 from cxr_demo import zoo
-from cxr_demo.ui import classify_tab, compare_tab, segment_tab, zeroshot_tab
+from cxr_demo.ui import classify_tab, compare_tab, detect_tab, segment_tab, zeroshot_tab
 from cxr_demo.ui.common import disclaimer
 
 TITLE = "cxr-demo: chest X-ray AI in the browser"
@@ -24,6 +24,9 @@ def build_demo() -> gr.Blocks:
             if zoo.names("segment"):
                 with gr.Tab("Segment", id="segment"):
                     segment_tab.build()
+            if zoo.names("detect"):
+                with gr.Tab("Detect", id="detect"):
+                    detect_tab.build()
             with gr.Tab("Compare", id="compare"):
                 compare_tab.build()
     return demo

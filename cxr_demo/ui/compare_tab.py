@@ -30,7 +30,7 @@ def _picture(xray, output: compare.ModelOutput):
         return mask_overlay(xray.pixels, output.mask)
     if output.boxes:
         from cxr_demo import detect
-        return detect.draw_boxes(xray.pixels, output.boxes)
+        return detect.draw_boxes(xray.pixels, output.boxes, original_size=(xray.meta.width, xray.meta.height))
     return mask_overlay(xray.pixels, xray.pixels < -1)  # the plain image: this model has no spatial output
 
 
