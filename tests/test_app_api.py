@@ -42,3 +42,14 @@ def test_zeroshot_endpoint_needs_only_the_image(client, example_png):
     label, notes = client.predict(handle_file(str(example_png)), api_name="/zeroshot")
     assert {c["label"] for c in label["confidences"]} == set(LABELS)
     assert "prompts **clinical**" in notes
+
+
+def test_detect_endpoint_needs_only_the_image(client, example_dicom):
+    overlay, boxes, notes, preprocessed = client.predict(handle_file(str(example_dicom)), api_name="/detect")
+    assert overlay and "opacity-frcnn-mobilenetv2" in notes
+    assert all(len(row) == 8 for row in boxes["data"])
+
+
+def test_compare_endpoint_needs_only_the_image(client, example_png):
+    gallery, table, notes = client.predict(handle_file(str(example_png)), api_name="/compare")
+    assert len(gallery) >= 2 and "agreement" in notes

@@ -111,3 +111,17 @@ def test_compare_tab_shows_models_side_by_side_and_the_leaderboard(page):
     page.locator("#leaderboard-confusion").locator("img, svg, canvas").first.wait_for(timeout=30_000)
     SHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SHOTS / "compare-normal-1062.png"), full_page=True)
+
+
+def test_detect_tab_draws_boxes_and_shows_the_preprocessing(page):
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    page.get_by_role("tab", name="Detect").click()
+    page.locator("#detect-upload input[type=file]").set_input_files(str(examples / "siim-cr-jpeg-baseline.dcm"))
+    page.get_by_label("Show the preprocessing (lung crop and equalization)").check()
+    page.get_by_role("button", name="Detect").click()
+    page.locator("#detect-overlay img").wait_for(timeout=60_000)
+    page.locator("#detect-preprocessed img").wait_for(timeout=60_000)
+    assert "box(es)" in page.locator("#detect-notes").inner_text()
+    assert page.get_by_text("Demo detector").first.is_visible()
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS / "detect-dicom.png"), full_page=True)

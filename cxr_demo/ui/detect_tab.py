@@ -44,6 +44,8 @@ def detect_image(upload, model: str | None = None, score_threshold: float = 0.3,
 
 def build() -> None:
     models = zoo.names("detect")
+    gr.Markdown(f"> ⚠️ **{detect.DEMO_WARNING}** The same `train.detect` command trains a real one on the full RSNA set.",
+                elem_classes=["disclaimer"])
     with gr.Row():
         with gr.Column(scale=1):
             upload = gr.File(label=f"Chest X-ray ({UPLOAD_HINT})", type="filepath", elem_id="detect-upload")
