@@ -1,14 +1,18 @@
 """Latency, start-up and memory benchmark. Not a test: it prints figures. The last line is one JSON object.
 
     python -m cxr_demo.bench --json
+    python -m cxr_demo.bench --profile --no-startup   # where each task's time goes (cProfile, top functions)
 
 Each task is timed server-side through its tab handler (decode, model, heatmap/overlay), as a user's click is.
 """
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
 import json
 import os
+import pstats
 import resource
 import socket
 import subprocess
@@ -35,6 +39,20 @@ def time_calls(fn, repeats: int, warmup: int = 3) -> dict:
         fn()
         times.append((time.perf_counter() - start) * 1000)
     return {"p50_ms": round(float(np.percentile(times, 50)), 1), "p95_ms": round(float(np.percentile(times, 95)), 1), "n": repeats}
+
+
+def profile_calls(fn, repeats: int, top: int = 12) -> str:
+    """The functions that take the most time per call, cumulative, over `repeats` warm calls."""
+    fn()
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(repeats):
+        fn()
+    profiler.disable()
+    stream = io.StringIO()
+    stats = pstats.Stats(profiler, stream=stream)
+    stats.sort_stats("cumulative").print_stats(r"cxr_demo|torch/nn/modules/(conv|linear|module)|pytorch_grad_cam|PIL|pydicom|scipy", top)
+    return stream.getvalue()
 
 
 def task_handlers(image: str) -> dict:
@@ -87,10 +105,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--image", help="image to time (default: the example DICOM, a 1024x1024 JPEG-baseline CR)")
     parser.add_argument("--no-startup", action="store_true", help="skip the app start-up measurement")
     parser.add_argument("--save", action="store_true", help="also write results/bench.json (the leaderboard's latency column)")
+    parser.add_argument("--profile", action="store_true", help="print each task's most expensive functions instead of timing")
     parser.add_argument("--json", action="store_true", help="end with one JSON line (always printed; kept for scripts)")
     args = parser.parse_args(argv)
     configure_threads()
     image = args.image or next((p for p in examples.paths() if p.endswith(".dcm")), examples.paths()[0])
+    if args.profile:
+        for task, fn in task_handlers(image).items():
+            print(f"=== {task} ({zoo.default(task).name}), {args.repeats} calls ===\n{profile_calls(fn, args.repeats)}")
+        return {}
     ready = None if args.no_startup else app_ready_seconds()
     tasks = {}
     for task, fn in task_handlers(image).items():

@@ -242,7 +242,10 @@ def _load_smp_segmenter(spec: ModelSpec, config: dict, state: dict, folder: Path
         model.load_state_dict(state)
     except (RuntimeError, KeyError, ValueError) as error:
         raise ModelUnavailable(f"Model {spec.name!r}: the weights do not fit {spec.arch!r} ({str(error).splitlines()[0]}).") from None
-    return model.to(memory_format=torch.channels_last)
+    from cxr_demo.runtime import with_onnxruntime
+
+    example = torch.zeros(1, config.get("in_channels", 1), spec.input_size, spec.input_size)
+    return with_onnxruntime(model.eval().to(memory_format=torch.channels_last), example, spec.name)
 
 
 @register_loader("zeroshot")

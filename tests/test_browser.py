@@ -60,16 +60,16 @@ def test_bad_file_shows_a_message(page, tmp_path):
 def test_segment_tab_shows_mask_measurements_and_dice(page):
     examples = Path(__file__).resolve().parent.parent / "examples"
     page.get_by_role("tab", name="Segment").click()
-    page.locator("#segment-upload input[type=file]").set_input_files(str(examples / "quex-normal-1.png"))
-    page.locator("#segment-reference input[type=file]").set_input_files(str(examples / "masks" / "quex-normal-1.png"))
-    page.wait_for_function("() => document.body.innerText.split('quex-normal-1.png').length > 2", timeout=30_000)
+    page.locator("#segment-upload input[type=file]").set_input_files(str(examples / "quex-normal-10.png"))
+    page.locator("#segment-reference input[type=file]").set_input_files(str(examples / "masks" / "quex-normal-10.png"))
+    page.wait_for_function("() => document.body.innerText.split('quex-normal-10.png').length > 2", timeout=30_000)
     page.get_by_role("button", name="Segment").click()
     page.locator("#segment-overlay img").wait_for(timeout=60_000)
     measures = page.locator("#segment-measures")
     measures.get_by_text("Dice vs your mask").wait_for(timeout=60_000)
     assert "both lungs" in measures.inner_text()
     SHOTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(SHOTS / "segment-quex-normal-1.png"), full_page=True)
+    page.screenshot(path=str(SHOTS / "segment-quex-normal-10.png"), full_page=True)
 
 
 def test_segment_tab_with_a_dicom_gives_cm2(page):

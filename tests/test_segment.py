@@ -220,3 +220,24 @@ def test_unknown_architecture_is_refused():
 
     with pytest.raises(SystemExit, match="unet, unetplusplus"):
         build_model(SegmentConfig(arch="segformer-xl"))
+
+
+@pytest.mark.parametrize("aux_classes", [None, 3])
+def test_onnxruntime_export_gives_pytorchs_outputs(aux_classes, monkeypatch):
+    from cxr_demo.runtime import OnnxRuntimeModule, with_onnxruntime
+
+    torch.manual_seed(0)
+    model = smp.create_model("unet", encoder_name="mobilenet_v2", encoder_weights=None, in_channels=1, classes=1,
+                             aux_params=dict(classes=aux_classes) if aux_classes else None).eval()
+    example = torch.zeros(1, 1, 64, 64)
+    exported = with_onnxruntime(model, example, "tiny")
+    assert isinstance(exported, OnnxRuntimeModule)
+    batch = torch.rand(2, 1, 64, 64)  # a batch size the export never saw
+    with torch.inference_mode():
+        expected, got = model(batch), exported(batch)
+    expected, got = (expected, got) if aux_classes else ((expected,), (got,))
+    assert len(got) == len(expected)
+    for e, g in zip(expected, got):
+        assert g.shape == e.shape and torch.allclose(e, g, atol=1e-4)
+    monkeypatch.setenv("CXR_DEMO_ONNX", "0")
+    assert with_onnxruntime(model, example, "tiny") is model

@@ -1,8 +1,8 @@
 """Train a segmentation-models-pytorch model on image/mask pairs and export it to `weights/<name>/`.
 
-    python -m train.segment --data ../shared/data/lung-masks/shenzhen --arch unet --encoder mobilenet_v2 \
-        --init ../shared/weights-init/mobilenet_v2_imagenet.safetensors --name lung-unet-mobilenetv2 \
-        --external "../shared/data/covid-qu-ex-sample::lung masks"
+    python -m train.segment --data ../shared/data/lung-masks/shenzhen --data train/splits/covid-qu-ex-sample-train.csv \
+        --arch unet --encoder mobilenet_v2 --init ../shared/weights-init/mobilenet_v2_imagenet.safetensors \
+        --name lung-unet-mobilenetv2 --external train/splits/covid-qu-ex-sample-holdout.csv
 
 `--data` (repeatable) is a folder with images/ + masks/, a pairs.csv, or `RLE.csv::DICOM_DIR` (SIIM-ACR).
 `--external` (repeatable, same forms; `DIR::MASKS` names the mask folder) is scored but never trained or selected on:
@@ -244,14 +244,14 @@ Minutes per epoch (2-core CPU): {metrics["minutes_per_epoch"]:.2f}.
 ## Results (Dice and IoU, mean over images, threshold 0.5)
 | set | Dice | IoU | n |
 |---|---|---|---|
-| test split (same hospital) | {metrics["test"]["dice"]:.4f} | {metrics["test"]["iou"]:.4f} | {metrics["test"]["n"]} |
+| test split (same sources) | {metrics["test"]["dice"]:.4f} | {metrics["test"]["iou"]:.4f} | {metrics["test"]["n"]} |
 {external}
 
-Rows after the first come from other hospitals, never trained or selected on.
+Rows after the first are images never trained or selected on (`--external`), from other hospitals or from held-out halves of them.
 
 ## Intended use and limits
-Teaching and demonstration: lung area and left/right split on a frontal CXR. Trained on few images from one hospital
-(Shenzhen, adults with tuberculosis); expect failures on children, lateral views, severe consolidation that hides the lung
+Teaching and demonstration: lung area and left/right split on a frontal CXR. Trained on {metrics["data"]["sizes"]["train"]} image/mask pairs
+from {len(cfg.data)} source(s) ({", ".join(cfg.data)}); expect failures on children, lateral views, severe consolidation that hides the lung
 border, and images with unusual framing. Not for clinical measurement.
 """
 
