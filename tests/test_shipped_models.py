@@ -61,3 +61,21 @@ def test_bench_profile_names_the_functions_a_request_spends_its_time_in(example_
     assert "cxr_demo/segment.py" in report and "(predict)" in report
     # sorted by cumulative time: the tab handler encloses the predictor, so it comes first
     assert report.index("(segment_image)") < report.index("(predict)")
+
+
+def test_evaluate_segment_reads_a_folder_and_a_pairs_csv_alike(tmp_path, capsys):
+    import json
+    import shutil
+
+    from train.evaluate import main as evaluate_main
+
+    for kind in ("images", "masks"):
+        (tmp_path / kind).mkdir()
+        shutil.copy(EXAMPLES / ("" if kind == "images" else "masks") / "quex-normal-10.png", tmp_path / kind / "a.png")
+    (tmp_path / "pairs.csv").write_text("image,mask\nimages/a.png,masks/a.png\n")
+    results = []
+    for data in (tmp_path, tmp_path / "pairs.csv"):
+        evaluate_main(["--model", "lung-unet-mobilenetv2", "--task", "segment", "--data", str(data), "--json"])
+        results.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
+    assert results[0]["n"] == results[1]["n"] == 1
+    assert results[0]["dice"] == pytest.approx(results[1]["dice"]) and results[0]["dice"] > 0.85

@@ -77,11 +77,11 @@ def predicted_distribution(model_name: str, data_dir: Path, labels: list[str], t
 
 
 def evaluate_segmenter(model_name: str, data_dir: Path, masks: str) -> dict:
-    """Mean Dice/IoU over images of a folder with images/ and masks/ (or `--masks NAME`), through the app's predictor."""
+    """Mean Dice/IoU over a folder with images/ and masks/ (or `--masks NAME`), or a pairs.csv, through the app's predictor."""
     from cxr_demo import segment
-    from train.seg_data import read_image_mask_folder
+    from train.seg_data import read_image_mask_folder, read_pairs_csv
 
-    pairs = read_image_mask_folder(data_dir, masks=masks)
+    pairs = read_pairs_csv(data_dir) if data_dir.suffix == ".csv" else read_image_mask_folder(data_dir, masks=masks)
     scores = []
     for pair in tqdm(pairs, desc="evaluate", unit="img", file=sys.stderr):
         xray = read_xray(pair.image)
@@ -150,8 +150,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--masks", default="masks", help="mask folder name beside images/ (segment), e.g. 'lung masks'")
     parser.add_argument("--json", action="store_true", help="end with one JSON line (always printed; kept for scripts)")
     args = parser.parse_args(argv)
-    if not args.data.is_dir():
-        parser.error(f"--data {args.data} is not a folder")
+    if not (args.data.is_dir() or (args.task == "segment" and args.data.suffix == ".csv" and args.data.is_file())):
+        parser.error(f"--data {args.data} is not a folder" + (" or a pairs.csv" if args.task == "segment" else ""))
     try:
         model = args.model or zoo.default(args.task).name
         model_task = zoo.get(model).task
