@@ -65,6 +65,22 @@ def _classification(report: dict) -> dict:
                 reliability=report.get("reliability"), labels=tuple(report.get("per_class", {})))
 
 
+def _provenance(config: dict, metrics: dict) -> str:
+    """Where the figures come from: the training sources (by name), the test split, and the set behind the external Dice."""
+    data = config.get("data") or [*([config["cls_data"]] if config.get("cls_data") else []), *config.get("seg_data", [])]
+    sources = [data] if isinstance(data, str) else list(data)
+    text = ", ".join(Path(str(source).split("::")[0]).name for source in sources)
+    text = f"{text}, test split" if text else "test split"
+    external = metrics.get("external") or {}
+    if external and metrics.get("task") in ("segment", "multitask"):
+        spec, figures = next(iter(external.items()))
+        text += f"; external Dice on {Path(spec.split('::')[0]).name} (n={figures.get('n')})"
+    cv = metrics.get("cross_validation")
+    if cv:
+        text += f"; {cv['k']}-fold mean mAP@0.5 {cv['mean_map50']:.3f} ± {cv['std_map50']:.3f} over {cv['n']} images"
+    return text
+
+
 def _external_dice(metrics: dict) -> float | None:
     external = metrics.get("external") or {}
     return next((v["dice"] for v in external.values()), None)
@@ -73,9 +89,8 @@ def _external_dice(metrics: dict) -> float | None:
 def entries_for(spec: zoo.ModelSpec, metrics: dict, latency: dict[str, float]) -> list[Entry]:
     test = metrics.get("test", {})
     config = metrics.get("train_config", {})
-    data = config.get("data") or config.get("cls_data") or ", ".join(config.get("seg_data", [])) or ""
     common = dict(model=spec.name, task=spec.task, minutes_per_epoch=metrics.get("minutes_per_epoch"), latency_ms=latency.get(spec.name),
-                  data=f"{Path(str(data)).name or data}, test split" if data else "test split",
+                  data=_provenance(config, metrics),
                   command=train_command(spec.task, config) if config else "")
     if spec.task == "zeroshot":
         return [Entry(**common, variant=f"prompts: {preset}", **_classification(report)) for preset, report in test.items()]

@@ -118,3 +118,14 @@ def test_the_readme_results_table_matches_metrics_json():
                 assert float(bold.group(1)) == pytest.approx(figures[key], abs=0.6 * 10 ** -digits), (name, key)
                 checked += 1
         assert checked
+
+
+def test_leaderboard_says_which_data_each_figure_comes_from():
+    segmenter = {"task": "segment", "external": {"../data/quex::lung masks": {"dice": 0.9, "n": 6}},
+                 "train_config": {"data": ["../data/shenzhen", "splits/half.csv"]}}
+    assert leaderboard._provenance(segmenter["train_config"], segmenter) == \
+        "shenzhen, half.csv, test split; external Dice on quex (n=6)"
+    multitask = {"task": "multitask", "train_config": {"cls_data": "../data/cxr-3class", "seg_data": ["../data/shenzhen"]}}
+    assert leaderboard._provenance(multitask["train_config"], multitask) == "cxr-3class, shenzhen, test split"
+    detector = {"task": "detect", "cross_validation": {"k": 5, "n": 20, "mean_map50": 0.4, "std_map50": 0.1}}
+    assert leaderboard._provenance({"data": ["../data/boxes"]}, detector).endswith("5-fold mean mAP@0.5 0.400 ± 0.100 over 20 images")
