@@ -11,7 +11,8 @@ from cxr_demo import zoo
 from cxr_demo.cam import class_activation_map
 from cxr_demo.gate import capture_pre_logits
 from cxr_demo.io import XRay
-from cxr_demo.preprocess import model_input
+from cxr_demo.lungs import FULL_FILM, Box, Lungs, box_in_pixels, crop_to_box, find_lungs, heatmap_share_in
+from cxr_demo.preprocess import model_input, upsample_to
 
 
 UNFAMILIAR = (
@@ -31,13 +32,28 @@ class ClassifyResult:
     latency_ms: float
     warnings: tuple[str, ...] = ()
     unfamiliar: bool = False  # far from the training images (see cxr_demo.gate)
+    crop_box: Box = FULL_FILM  # the part of the film the model read (the lung box for lung-crop models)
+    heatmap_in_lungs: float | None = None  # share of the heatmap's mass inside the lung mask
+
+    def heatmap_on_film(self, shape: tuple[int, int]) -> np.ndarray | None:
+        """The heatmap placed back on the whole film: zero outside the crop the model read."""
+        if self.heatmap is None:
+            return None
+        full = np.zeros(shape, np.float32)
+        top, left, bottom, right = box_in_pixels(self.crop_box, shape)
+        full[top:bottom, left:right] = upsample_to(self.heatmap, (bottom - top, right - left))
+        return full
 
 
-def prepare(xray: XRay, loaded: zoo.Loaded) -> torch.Tensor:
+def reads_lung_crop(loaded: zoo.Loaded) -> bool:
+    return loaded.options.get("crop", "none") == "lungs"
+
+
+def prepare(pixels: np.ndarray, loaded: zoo.Loaded) -> torch.Tensor:
     spec = loaded.spec
     in_chans = int(loaded.config.get("in_channels") or loaded.config.get("model_args", {}).get("in_chans", 3))
     return model_input(
-        xray.pixels, (spec.input_size, spec.input_size), spec.mean, spec.std,
+        pixels, (spec.input_size, spec.input_size), spec.mean, spec.std,
         steps=loaded.options.get("preprocess", "none"), in_chans=in_chans,
     )
 
@@ -47,14 +63,19 @@ def predict(
     model: str | None = None,
     method: str | None = "GradCAM",
     target: str | None = None,
+    lungs: Lungs | None = None,
 ) -> ClassifyResult:
-    """Probabilities, and a heatmap for `target` (the top class when None); `method=None` skips the heatmap."""
+    """Probabilities, and a heatmap for `target` (the top class when None); `method=None` skips the heatmap.
+    `lungs` is the image's lung mask from the shared intake stage; it is computed here when not given."""
     loaded = zoo.load(model or zoo.default("classify").name)
     labels = list(loaded.config.get("label_names") or loaded.spec.labels)
     if target is not None and target not in labels:
         raise ValueError(f"Target class {target!r} is not one of this model's classes: {', '.join(labels)}.")
     start = time.perf_counter()
-    x = prepare(xray, loaded)
+    if lungs is None and (reads_lung_crop(loaded) or zoo.registry().specs("segment")):
+        lungs = find_lungs(xray)  # a full-film model in a zoo without a segmenter simply gets no heatmap-in-lungs figure
+    box = lungs.box if lungs is not None and reads_lung_crop(loaded) else FULL_FILM
+    x = prepare(crop_to_box(xray.pixels, box), loaded)
     with loaded.lock, capture_pre_logits(loaded.module) as features:
         if method:
             heatmap, logits = class_activation_map(loaded.module, x, method, None if target is None else labels.index(target))
@@ -66,6 +87,7 @@ def predict(
     latency = (time.perf_counter() - start) * 1000
     probabilities = dict(zip(labels, probs))
     top = max(probabilities, key=probabilities.get)
+    in_lungs = None if heatmap is None or lungs is None else heatmap_share_in(heatmap, crop_to_box(lungs.mask, box))
     return ClassifyResult(
         model=loaded.spec.name,
         probabilities=probabilities,
@@ -76,4 +98,6 @@ def predict(
         latency_ms=latency,
         warnings=xray.warnings + ((UNFAMILIAR,) if unfamiliar else ()),
         unfamiliar=unfamiliar,
+        crop_box=box,
+        heatmap_in_lungs=in_lungs,
     )

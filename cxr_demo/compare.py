@@ -9,6 +9,7 @@ import numpy as np
 
 from cxr_demo import zoo
 from cxr_demo.io import XRay
+from cxr_demo.lungs import FULL_FILM, Lungs
 
 # which kinds of model can stand side by side for each task (a multi-task U-Net both classifies and segments)
 KINDS = {"classify": ("classify", "multitask", "zeroshot"), "segment": ("segment", "multitask"), "detect": ("detect",)}
@@ -25,6 +26,8 @@ class ModelOutput:
     mask: np.ndarray | None = field(default=None, repr=False)
     boxes: tuple = ()
     error: str | None = None  # e.g. a Hub model that cannot be reached: the others still run
+    heatmap_in_lungs: float | None = None  # share of the heatmap's mass inside the lung mask
+    reads: str = ""  # "lung crop" or "full film" for classifiers
 
     @property
     def top_label(self) -> str | None:
@@ -57,7 +60,8 @@ def on_this_machine(task: str) -> list[str]:
     return [n for n in candidates(task) if not zoo.get(n).is_hub or (zoo.REPO_ROOT / "weights" / n).is_dir()]
 
 
-def run(xray: XRay, task: str, models: list[str], preset: str = "clinical", method: str | None = "GradCAM") -> Comparison:
+def run(xray: XRay, task: str, models: list[str], preset: str = "clinical", method: str | None = "GradCAM",
+        lungs: Lungs | None = None) -> Comparison:
     allowed = candidates(task)
     models = list(dict.fromkeys(models))
     if not 2 <= len(models) <= MAX_MODELS:
@@ -65,29 +69,31 @@ def run(xray: XRay, task: str, models: list[str], preset: str = "clinical", meth
     wrong = [m for m in models if m not in allowed]
     if wrong:
         raise ValueError(f"{', '.join(wrong)} cannot be compared on {task}; choose from {', '.join(allowed)}.")
-    outputs = tuple(_one_or_reason(xray, task, name, preset, method) for name in models)
+    outputs = tuple(_one_or_reason(xray, task, name, preset, method, lungs) for name in models)
     return Comparison(task, outputs, _pairwise(task, tuple(o for o in outputs if o.error is None)))
 
 
-def _one_or_reason(xray: XRay, task: str, name: str, preset: str, method: str | None) -> ModelOutput:
+def _one_or_reason(xray: XRay, task: str, name: str, preset: str, method: str | None, lungs: Lungs | None) -> ModelOutput:
     try:
-        return _one(xray, task, name, preset, method)
+        return _one(xray, task, name, preset, method, lungs)
     except zoo.ModelUnavailable as error:
         return ModelOutput(name, zoo.get(name).task, 0.0, error=str(error))
 
 
-def _one(xray: XRay, task: str, name: str, preset: str, method: str | None) -> ModelOutput:
+def _one(xray: XRay, task: str, name: str, preset: str, method: str | None, lungs: Lungs | None) -> ModelOutput:
     kind = zoo.get(name).task
     start = time.perf_counter()
     if task == "classify" and kind == "classify":
         from cxr_demo import classify
-        result = classify.predict(xray, name, method)
-        return ModelOutput(name, kind, _since(start), result.probabilities, heatmap=result.heatmap)
+        result = classify.predict(xray, name, method, lungs=lungs)
+        reads = "lung crop" if result.crop_box != FULL_FILM else "full film"
+        return ModelOutput(name, kind, _since(start), result.probabilities, heatmap=result.heatmap_on_film(xray.shape),
+                           heatmap_in_lungs=result.heatmap_in_lungs, reads=reads)
     if task == "classify" and kind == "zeroshot":
         from cxr_demo import zeroshot
         if preset not in zeroshot.PRESETS:
             raise ValueError(f"Unknown prompt preset {preset!r}; choose one of {', '.join(zeroshot.PRESETS)}.")
-        result = zeroshot.predict(xray, name, zeroshot.PRESETS[preset])
+        result = zeroshot.predict(xray, name, zeroshot.PRESETS[preset], lungs=lungs)
         return ModelOutput(name, kind, _since(start), result.probabilities)
     if task in ("classify", "segment") and kind in ("segment", "multitask"):
         from cxr_demo import segment

@@ -12,7 +12,8 @@ from pathlib import Path
 from cxr_demo import zoo
 
 RESULTS_DIR = zoo.REPO_ROOT / "results"
-COLUMNS = ("model", "task", "variant", "macro-F1", "precision", "recall", "accuracy", "ECE", "Dice", "IoU", "other-hospital Dice",
+COLUMNS = ("model", "task", "variant", "macro-F1", "precision", "recall", "accuracy", "other-hospital accuracy", "other-hospital n",
+           "accuracy, lungs removed", "heatmap in lungs", "ECE", "Dice", "IoU", "other-hospital Dice",
            "mAP@0.5", "mAP@[.5:.95]", "min/epoch", "CPU p50 ms", "data / split", "command")
 
 
@@ -25,6 +26,10 @@ class Entry:
     precision: float | None = None
     recall: float | None = None
     accuracy: float | None = None
+    external_accuracy: float | None = None
+    external_n: int | None = None
+    lungs_removed_accuracy: float | None = None
+    heatmap_in_lungs: float | None = None
     ece: float | None = None
     dice: float | None = None
     iou: float | None = None
@@ -41,14 +46,16 @@ class Entry:
 
     def row(self) -> list:
         figure = lambda v: None if v is None else round(float(v), 4)  # noqa: E731
-        return [self.model, self.task, self.variant, *[figure(v) for v in (self.f1, self.precision, self.recall, self.accuracy, self.ece,
-                self.dice, self.iou, self.external_dice, self.map50, self.map, self.minutes_per_epoch)],
+        return [self.model, self.task, self.variant, *[figure(v) for v in (self.f1, self.precision, self.recall, self.accuracy)],
+                figure(self.external_accuracy), self.external_n, figure(self.lungs_removed_accuracy), figure(self.heatmap_in_lungs),
+                *[figure(v) for v in (self.ece, self.dice, self.iou, self.external_dice, self.map50, self.map, self.minutes_per_epoch)],
                 None if self.latency_ms is None else round(self.latency_ms, 1), self.data, self.command]
 
 
 def train_command(task: str, config: dict) -> str:
     """The training command that reproduces a checkpoint, from the config it recorded."""
-    module = {"classify": "classify", "segment": "segment", "multitask": "multitask", "zeroshot": "clip", "detect": "detect"}[task]
+    module = {"classify": "classify", "segment": "segment", "multitask": "multitask", "zeroshot": "clip", "detect": "detect",
+              "check": "check"}[task]
     flags = []
     for key, value in config.items():
         if value in (None, False, [], "") or key in ("out", "runs", "threads"):
@@ -86,12 +93,23 @@ def _external_dice(metrics: dict) -> float | None:
     return next((v["dice"] for v in external.values()), None)
 
 
+def _shortcut(metrics: dict) -> dict:
+    """The audit's figures (`python -m train.audit --write`): other hospitals, lungs removed, heatmap inside the lungs."""
+    audit = metrics.get("audit")
+    if not audit:
+        return {}
+    return dict(external_accuracy=audit["external"].get("accuracy"), external_n=audit["external"].get("n"),
+                lungs_removed_accuracy=audit["lungs_removed"].get("accuracy"), heatmap_in_lungs=audit["test"].get("heatmap_in_lungs"))
+
+
 def entries_for(spec: zoo.ModelSpec, metrics: dict, latency: dict[str, float]) -> list[Entry]:
     test = metrics.get("test", {})
     config = metrics.get("train_config", {})
     common = dict(model=spec.name, task=spec.task, minutes_per_epoch=metrics.get("minutes_per_epoch"), latency_ms=latency.get(spec.name),
                   data=_provenance(config, metrics),
                   command=train_command(spec.task, config) if config else "")
+    if spec.task == "check":  # not a classifier of findings: its figures are in its card and the README
+        return []
     if spec.task == "zeroshot":
         return [Entry(**common, variant=f"prompts: {preset}", **_classification(report)) for preset, report in test.items()]
     if spec.task == "segment":
@@ -99,7 +117,7 @@ def entries_for(spec: zoo.ModelSpec, metrics: dict, latency: dict[str, float]) -
     if spec.task == "detect":
         return [Entry(**common, map50=test.get("map50"), map=test.get("map"))]
     extra = dict(dice=test.get("dice"), iou=test.get("iou"), external_dice=_external_dice(metrics)) if spec.task == "multitask" else {}
-    return [Entry(**common, **_classification(test), **extra)]
+    return [Entry(**common, **_classification(test), **extra, **_shortcut(metrics))]
 
 
 def experiment_entries(path: Path = RESULTS_DIR / "seed_experiments.json") -> list[Entry]:
@@ -129,7 +147,7 @@ def entries() -> list[Entry]:
     return found + experiment_entries()
 
 
-LOWER_IS_BETTER = {"ECE", "min/epoch", "CPU p50 ms"}
+LOWER_IS_BETTER = {"ECE", "min/epoch", "CPU p50 ms", "accuracy, lungs removed"}
 
 
 def table(task: str | None = None, sort_by: str = "macro-F1") -> list[list]:

@@ -34,6 +34,27 @@ def heatmap_overlay(pixels: np.ndarray, heatmap: np.ndarray, opacity: float = 0.
     return show_cam_on_image(rgb, cam, use_rgb=True, image_weight=1.0 - opacity)
 
 
+BOX_COLOUR = (40, 220, 90)
+
+
+def outline_box(rgb: np.ndarray, box: tuple[float, float, float, float], colour=BOX_COLOUR) -> np.ndarray:
+    """A dashed rectangle for a (top, left, bottom, right) box given as fractions of the image."""
+    from PIL import ImageDraw
+
+    image = Image.fromarray(rgb)
+    draw = ImageDraw.Draw(image)
+    h, w = rgb.shape[:2]
+    top, left, bottom, right = box[0] * (h - 1), box[1] * (w - 1), box[2] * (h - 1), box[3] * (w - 1)
+    width, dash = max(2, round(max(h, w) / 250)), max(6, round(max(h, w) / 60))
+    for x in np.arange(left, right, 2 * dash):
+        for y in (top, bottom):
+            draw.line([(x, y), (min(x + dash, right), y)], fill=colour, width=width)
+    for y in np.arange(top, bottom, 2 * dash):
+        for x in (left, right):
+            draw.line([(x, y), (x, min(y + dash, bottom))], fill=colour, width=width)
+    return np.asarray(image)
+
+
 MASK_COLOUR = (0, 190, 255)
 REFERENCE_COLOUR = (255, 210, 0)
 

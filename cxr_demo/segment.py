@@ -10,6 +10,7 @@ from scipy import ndimage
 
 from cxr_demo import zoo
 from cxr_demo.io import InvalidImage, XRay
+from cxr_demo.lungs import Lungs, two_largest
 from cxr_demo.preprocess import model_input, upsample_to
 
 MID_GRAY_LIMIT = 0.05  # share of pixels between 10% and 90% grey beyond which a "mask" is really a picture
@@ -42,20 +43,19 @@ class SegmentResult:
     probabilities: dict[str, float] | None = None  # multi-task models also classify
 
 
-def predict(xray: XRay, model: str | None = None, reference: np.ndarray | None = None) -> SegmentResult:
+def predict(xray: XRay, model: str | None = None, reference: np.ndarray | None = None, lungs: Lungs | None = None) -> SegmentResult:
+    """`lungs` is the shared intake's lung mask: reused (not recomputed) when it came from this model."""
     loaded = zoo.load(model or zoo.default("segment").name)
-    spec = loaded.spec
     start = time.perf_counter()
-    x = model_input(xray.pixels, (spec.input_size, spec.input_size), spec.mean, spec.std, loaded.options.get("preprocess", "none"))
-    with loaded.lock, torch.inference_mode():
-        output = loaded.module(x)
-    logits, class_logits = output if isinstance(output, tuple) else (output, None)
     probabilities = None
-    if class_logits is not None:
-        probabilities = dict(zip(loaded.config["label_names"], class_logits[0].float().softmax(0).tolist()))
-    probability = logits[0, 0].float().sigmoid().numpy()
-    threshold = float(loaded.options.get("threshold", 0.5))
-    mask = upsample_to(probability, xray.shape) > threshold
+    if lungs is not None and lungs.model == loaded.spec.name and not loaded.config.get("aux_classes"):
+        grid_mask = lungs.mask
+    else:
+        probability, probabilities = _run(xray, loaded)
+        grid_mask = probability > float(loaded.options.get("threshold", 0.5))
+        if loaded.config.get("mask_label", "lung") == "lung":
+            grid_mask = two_largest(grid_mask)[0]  # anatomy: a stomach bubble or a speck is not a third lung
+    mask = upsample_to(grid_mask.astype(np.float32), xray.shape) >= 0.5
     latency = (time.perf_counter() - start) * 1000
     notes = list(xray.warnings)
     if mask.mean() < 0.02:
@@ -65,8 +65,20 @@ def predict(xray: XRay, model: str | None = None, reference: np.ndarray | None =
         dice, iou = overlap(mask, reference)
     label = loaded.config.get("mask_label") or (loaded.config.get("label_names") or ["lung"])[0]
     # measured on the model's own grid, scaled to the original pixels: the same areas, at a tenth of the cost of a full-size mask
-    measures = measure(probability > threshold, xray.meta.pixel_spacing_mm, (xray.meta.height, xray.meta.width))
-    return SegmentResult(spec.name, label, mask, measures, latency, dice, iou, tuple(notes), probabilities)
+    measures = measure(grid_mask, xray.meta.pixel_spacing_mm, (xray.meta.height, xray.meta.width))
+    return SegmentResult(loaded.spec.name, label, mask, measures, latency, dice, iou, tuple(notes), probabilities)
+
+
+def _run(xray: XRay, loaded: zoo.Loaded) -> tuple[np.ndarray, dict[str, float] | None]:
+    spec = loaded.spec
+    x = model_input(xray.pixels, (spec.input_size, spec.input_size), spec.mean, spec.std, loaded.options.get("preprocess", "none"))
+    with loaded.lock, torch.inference_mode():
+        output = loaded.module(x)
+    logits, class_logits = output if isinstance(output, tuple) else (output, None)
+    probabilities = None
+    if class_logits is not None:
+        probabilities = dict(zip(loaded.config["label_names"], class_logits[0].float().softmax(0).tolist()))
+    return logits[0, 0].float().sigmoid().numpy(), probabilities
 
 
 def measure(mask: np.ndarray, spacing_mm: tuple[float, float] | None, original_shape: tuple[int, int] | None = None) -> LungMeasures:

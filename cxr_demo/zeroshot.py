@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from cxr_demo import zoo
 from cxr_demo.io import InvalidImage, XRay, read_xray
 from cxr_demo.metrics import classification_report
+from cxr_demo.lungs import Lungs, crop_to_box, find_lungs
 from cxr_demo.preprocess import model_input
 
 NEGATION = "no {}"  # CheXzero's negative prompt for each positive one
@@ -142,13 +143,17 @@ def probabilities(image_embeddings: torch.Tensor, loaded: zoo.Loaded, prompt_set
     return per_class / per_class.sum(-1, keepdim=True)
 
 
-def image_input(xray: XRay, loaded: zoo.Loaded) -> torch.Tensor:
-    """(1, 1, H, W) for a grayscale tower; (1, 3, H, W) with per-channel normalisation for an RGB CLIP."""
+def image_input(xray: XRay, loaded: zoo.Loaded, lungs: Lungs | None = None) -> torch.Tensor:
+    """(1, 1, H, W) for a grayscale tower; (1, 3, H, W) with per-channel normalisation for an RGB CLIP.
+    A tower trained on lung crops gets the lung crop (from `lungs`, the shared intake's mask, when given)."""
     spec = loaded.spec
     size, steps = (spec.input_size, spec.input_size), loaded.options.get("preprocess", "none")
+    pixels = xray.pixels
+    if loaded.options.get("crop", "none") == "lungs":
+        pixels = crop_to_box(pixels, (lungs or find_lungs(xray)).box)
     if len(spec.mean) == 1:
-        return model_input(xray.pixels, size, spec.mean, spec.std, steps)
-    x = model_input(xray.pixels, size, (0.0,), (1.0,), steps).expand(-1, len(spec.mean), -1, -1)
+        return model_input(pixels, size, spec.mean, spec.std, steps)
+    x = model_input(pixels, size, (0.0,), (1.0,), steps).expand(-1, len(spec.mean), -1, -1)
     return (x - torch.tensor(spec.mean).view(1, -1, 1, 1)) / torch.tensor(spec.std).view(1, -1, 1, 1)
 
 
@@ -170,11 +175,12 @@ class ZeroShotResult:
         return max(self.probabilities, key=self.probabilities.get)
 
 
-def predict(xray: XRay, model: str | None = None, prompt_set: PromptSet | None = None, temperature: float = 1.0) -> ZeroShotResult:
+def predict(xray: XRay, model: str | None = None, prompt_set: PromptSet | None = None, temperature: float = 1.0,
+            lungs: Lungs | None = None) -> ZeroShotResult:
     loaded = zoo.load(model or zoo.default("zeroshot").name)
     prompt_set = prompt_set or PRESETS["clinical"]
     start = time.perf_counter()
-    probs = probabilities(embed_images(loaded, image_input(xray, loaded)), loaded, prompt_set, temperature)[0]
+    probs = probabilities(embed_images(loaded, image_input(xray, loaded, lungs)), loaded, prompt_set, temperature)[0]
     latency = (time.perf_counter() - start) * 1000
     return ZeroShotResult(loaded.spec.name, prompt_set.name, dict(zip(model_labels(loaded), probs.tolist())), latency, tuple(xray.warnings))
 

@@ -20,8 +20,8 @@ from safetensors.torch import load_file
 
 from cxr_demo.gate import FeatureGate, split_state
 
-Task = Literal["classify", "zeroshot", "segment", "multitask", "detect"]
-TASKS: tuple[str, ...] = ("classify", "zeroshot", "segment", "multitask", "detect")
+Task = Literal["classify", "zeroshot", "segment", "multitask", "detect", "check"]
+TASKS: tuple[str, ...] = ("classify", "zeroshot", "segment", "multitask", "detect", "check")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ZOO_FILE = Path(os.environ.get("CXR_DEMO_ZOO", REPO_ROOT / "weights" / "zoo.toml"))
 WEIGHTS_FILE = "model.safetensors"
@@ -215,6 +215,7 @@ def register_loader(task: str) -> Callable[[Loader], Loader]:
 
 
 @register_loader("classify")
+@register_loader("check")
 def _load_timm_classifier(spec: ModelSpec, config: dict, state: dict, folder: Path) -> torch.nn.Module:
     import timm
 

@@ -43,6 +43,22 @@ def example_dicom() -> Path:
 
 
 @pytest.fixture(scope="session")
+def document_png(tmp_path_factory) -> Path:
+    """A page of text, as a user might upload by mistake."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    page = Image.new("L", (850, 1100), 255)
+    draw = ImageDraw.Draw(page)
+    font = ImageFont.load_default(size=22)
+    draw.text((60, 50), "Discharge summary", fill=0, font=ImageFont.load_default(size=40))
+    for line in range(30):
+        draw.text((60, 130 + 30 * line), f"Line {line}: the patient was seen in clinic and the plan was discussed at length.", fill=0, font=font)
+    path = tmp_path_factory.mktemp("document") / "letter.png"
+    page.save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def class_folder(tmp_path_factory) -> Path:
     """A tiny dataset in the COVID-19 Radiography Database layout, built from the example PNGs."""
     root = tmp_path_factory.mktemp("cxr-3class")
@@ -85,6 +101,20 @@ def tiny_zoo_toml(root: Path, entries: list[dict]) -> Path:
     return path
 
 
+SHIPPED_LUNG_SEGMENTER = dict(name="lung-unet-mobilenetv2", task="segment", arch="unet", labels=["lung"], input_size=256, mean=[0.5],
+                              std=[0.5], source=f"local:{REPO / 'weights' / 'lung-unet-mobilenetv2'}", default=True)
+
+
+@pytest.fixture(autouse=True)
+def fresh_intake():
+    """Each test computes its own intake: a cached verdict from another test's zoo must not leak in."""
+    from cxr_demo.intake import forget
+
+    forget()
+    yield
+    forget()
+
+
 @pytest.fixture(scope="session")
 def tiny_zoo(tmp_path_factory) -> zoo.Zoo:
     """A zoo of small random models: a CNN, a ViT, and a Hub-only entry that cannot be reached offline."""
@@ -97,6 +127,7 @@ def tiny_zoo(tmp_path_factory) -> zoo.Zoo:
         dict(name="tiny-vit", task="classify", arch="vit_tiny_patch16_224", labels=LABELS, input_size=96, mean=[0.5], std=[0.5],
              source=f"local:{root / 'tiny-vit'}"),
         dict(name="hub-only", task="classify", arch="mobilenetv2_035", labels=LABELS, source="hf-hub:cxr-demo/does-not-exist@main"),
+        SHIPPED_LUNG_SEGMENTER,  # the shared intake stage needs a lung mask
     ]
     return zoo.Zoo.from_toml(tiny_zoo_toml(root, entries))
 

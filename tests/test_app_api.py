@@ -13,12 +13,27 @@ def client(running_app):
 
 
 def test_classify_endpoint_needs_only_the_image(client, example_dicom):
-    label, overlay, metadata, notes = client.predict(handle_file(str(example_dicom)), api_name="/classify")
+    label, overlay, metadata, notes, why = client.predict(handle_file(str(example_dicom)), api_name="/classify")
     assert label["label"] in LABELS
     assert {c["label"] for c in label["confidences"]} == set(LABELS)
     assert overlay  # a served image file
     assert any(row[:2] == ["modality", "CR"] for row in metadata["data"])
     assert "GradCAM" in notes
+    assert "Input check:** Passed" in why and "inside the lung mask" in why
+
+
+def test_a_document_is_refused_by_every_endpoint_unless_analysed_anyway(client, document_png):
+    for endpoint in ("/classify", "/segment", "/zeroshot", "/detect", "/compare"):
+        with pytest.raises(Exception, match="does not look like a chest X-ray"):
+            client.predict(handle_file(str(document_png)), api_name=endpoint)
+    label, *_ = client.predict(handle_file(str(document_png)), "cxr-lungcrop-effnet-lite0", "GradCAM", "Top prediction", 0.45, True,
+                               api_name="/classify")
+    assert all(c["label"].endswith("(unreliable)") for c in label["confidences"])
+
+
+def test_lungs_removed_endpoint_gives_the_counterfactual(client, example_png):
+    text, blanked = client.predict(handle_file(str(example_png)), api_name="/lungs_removed")
+    assert text.startswith("With the lungs removed") and blanked
 
 
 def test_bad_upload_is_an_error_and_the_app_keeps_serving(client, tmp_path, example_png):

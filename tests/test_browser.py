@@ -125,3 +125,26 @@ def test_detect_tab_draws_boxes_and_shows_the_preprocessing(page):
     assert page.get_by_text("Demo detector").first.is_visible()
     SHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SHOTS / "detect-dicom.png"), full_page=True)
+
+
+def test_a_document_is_refused_with_a_message(page, document_png):
+    page.locator("input[type=file]").first.set_input_files(str(document_png))
+    page.get_by_role("button", name="Classify").click()
+    page.get_by_text("does not look like a chest X-ray").first.wait_for(timeout=60_000)
+    assert page.get_by_text("Traceback").count() == 0
+    assert "%" not in page.locator("#classify-label").inner_text()
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS / "classify-document-refused.png"), full_page=True)
+
+
+def test_a_chest_x_ray_shows_the_why_panel_and_the_counterfactual(page):
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    page.locator("input[type=file]").first.set_input_files(str(examples / "normal-1062.png"))
+    page.get_by_role("button", name="Classify").click()
+    why = page.locator("#classify-why")
+    why.get_by_text("Input check").wait_for(timeout=60_000)
+    assert "Passed" in why.inner_text() and "inside the lung mask" in why.inner_text()
+    page.get_by_role("button", name="Remove the lungs").click()
+    page.locator("#classify-counterfactual").get_by_text("With the lungs removed").wait_for(timeout=60_000)
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS / "classify-why-panel.png"), full_page=True)

@@ -16,20 +16,49 @@ def small_models(tiny_zoo, use_zoo):
 
 
 def test_classify_handler_returns_every_output(example_png):
-    probabilities, overlay, metadata, notes = classify_image(str(example_png), "tiny-cnn", "GradCAM", TOP_PREDICTION, 0.5)
+    probabilities, overlay, metadata, notes, why = classify_image(str(example_png), "tiny-cnn", "GradCAM", TOP_PREDICTION, 0.5)
     assert set(probabilities) == set(LABELS)
     assert overlay.dtype == np.uint8 and overlay.shape == (224, 224, 3)
     assert ["format", "PNG"] in metadata
     assert "GradCAM" in notes and "View position unknown" in notes
+    assert "Input check:** Passed" in why and "of the heatmap lies inside the lung mask" in why
+
+
+@pytest.fixture
+def flag_everything(monkeypatch):
+    from cxr_demo import check, intake
+
+    verdict = check.Verdict(True, "This looks upside down. Upload the film upright.", "upside down")
+    monkeypatch.setattr(intake, "check", lambda xray, lungs, model=None: verdict)
+
+
+def test_a_flagged_image_is_refused_with_the_reason(example_png, flag_everything):
+    with pytest.raises(gr.Error, match="upside down.*Analyse anyway"):
+        classify_image(str(example_png), "tiny-cnn")
+
+
+def test_analyse_anyway_gives_no_confident_label(example_png, flag_everything):
+    probabilities, _, _, notes, why = classify_image(str(example_png), "tiny-cnn", "GradCAM", TOP_PREDICTION, 0.5, True)
+    assert set(probabilities) == {f"{label} (unreliable)" for label in LABELS}
+    assert "unreliable" in notes and "Flagged: This looks upside down" in why
+
+
+def test_the_counterfactual_blanks_the_lungs_and_reports_the_answer(example_png):
+    from cxr_demo.ui.classify_tab import classify_without_lungs
+
+    text, blanked = classify_without_lungs(str(example_png), "tiny-cnn")
+    assert text.startswith("With the lungs removed, **tiny-cnn** says")
+    assert blanked.shape == (224, 224, 3)
+    assert (blanked[..., 0] == np.median(blanked[..., 0])).mean() > 0.2  # a large grey area where the lungs were
 
 
 def test_opacity_zero_shows_the_plain_image(example_png):
-    _, plain, _, _ = classify_image(str(example_png), "tiny-cnn", "GradCAM", TOP_PREDICTION, 0.0)
+    _, plain, _, _, _ = classify_image(str(example_png), "tiny-cnn", "GradCAM", TOP_PREDICTION, 0.0)
     assert np.ptp(plain.astype(int), axis=2).max() <= 1  # gray: no colour from the heatmap
 
 
 def test_dicom_metadata_is_shown(example_dicom):
-    _, overlay, metadata, _ = classify_image(str(example_dicom), "tiny-cnn")
+    _, overlay, metadata, _, _ = classify_image(str(example_dicom), "tiny-cnn")
     assert ["modality", "CR"] in metadata and ["view position", "PA"] in metadata
     assert max(overlay.shape[:2]) == 768  # display copy, not the full 1024 px
 

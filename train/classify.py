@@ -49,6 +49,8 @@ class ClassifyConfig:
     fraction: float = 1.0
     train_last: int | None = None  # fine-tune only the last N blocks (+ head): the DINOv2/BEiT recipe
     preprocess: str = "equalize"
+    crop: str = "none"  # "lungs": train on the lung box from the zoo's segmenter (cxr_demo.lungs), as the app will see it
+    augment: str = "standard"  # "site": also gamma, noise, JPEG and stronger blur/contrast, to break scanner and site cues
     ema_decay: float = 0.998
     drop_rate: float = 0.2
     seed: int = 0
@@ -80,18 +82,51 @@ def freeze_all_but_last(model: torch.nn.Module, n_blocks: int) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def train_augment(size: int, steps: str):
+def train_augment(size: int, steps: str, strength: str = "standard"):
     """X-ray-appropriate augmentation. Geometry first, then the inference-time intensity step, then blur/contrast
-    noise, so that the model cannot rely on one scanner's sharpness or contrast. No flips: anatomy is lateralised."""
+    noise, so that the model cannot rely on one scanner's sharpness or contrast. No flips: anatomy is lateralised.
+    `site` adds what differs between hospitals (gamma, grain, JPEG, softer or sharper films) before the intensity step."""
+    scale = (0.7, 1.0) if strength == "standard" else (0.75, 1.0)
     geometric = v2.Compose([
-        v2.RandomResizedCrop(size, scale=(0.7, 1.0), ratio=(0.85, 1.18), antialias=True),
+        v2.RandomResizedCrop(size, scale=scale, ratio=(0.85, 1.18), antialias=True),
         v2.RandomAffine(degrees=10, translate=(0.05, 0.05)),
     ])
     photometric = v2.Compose([
         v2.RandomApply([v2.GaussianBlur(5, sigma=(0.1, 1.5))], p=0.3),
         v2.RandomApply([v2.ColorJitter(brightness=0.15, contrast=0.2)], p=0.5),
     ])
-    return lambda image: photometric(apply_steps(geometric(image), steps))
+    if strength == "standard":
+        return lambda image: photometric(apply_steps(geometric(image), steps))
+    if strength != "site":
+        raise SystemExit(f"--augment must be 'standard' or 'site', got {strength!r}")
+    site = v2.Compose([
+        v2.RandomApply([RandomGamma((0.6, 1.6))], p=0.6),
+        v2.RandomApply([v2.ColorJitter(brightness=0.25, contrast=0.35)], p=0.6),
+        v2.RandomApply([v2.GaussianBlur(7, sigma=(0.3, 2.0))], p=0.3),
+        v2.RandomApply([v2.JPEG((30, 90))], p=0.3),
+        v2.RandomApply([GaussianGrain(0.04)], p=0.3),
+    ])
+    return lambda image: photometric(apply_steps(site(geometric(image)), steps))
+
+
+class RandomGamma(torch.nn.Module):
+    def __init__(self, gamma: tuple[float, float]):
+        super().__init__()
+        self.gamma = gamma
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        g = float(np.random.uniform(*self.gamma))
+        return (image.float().div(255).pow(g) * 255).round().clamp(0, 255).to(torch.uint8)
+
+
+class GaussianGrain(torch.nn.Module):
+    def __init__(self, sigma: float):
+        super().__init__()
+        self.sigma = sigma
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        noisy = image.float() + torch.randn(image.shape) * 255 * float(np.random.uniform(0, self.sigma))
+        return noisy.round().clamp(0, 255).to(torch.uint8)
 
 
 class Batches:
@@ -141,9 +176,14 @@ def model_config(cfg: ClassifyConfig, model, classes: list[str], temperature: fl
             "num_classes": len(classes),
             "label_names": classes,
         },
-        "cxr_demo": {"task": "classify", "preprocess": cfg.preprocess, "temperature": temperature},
+        "cxr_demo": {"task": "classify", "preprocess": cfg.preprocess, "crop": cfg.crop, "temperature": temperature},
     }
 
+
+LUNG_CROP_NOTE = """Input: **the lung box only.** The zoo's lung segmenter (`lung-unet-mobilenetv2`) finds the two lungs, the box around
+them is widened by 5% of the image on each side, and that crop is squashed to a square. The app, `train.classify` and
+`train.evaluate` all take the crop through `cxr_demo.lungs`, so the model sees at inference what it was trained on.
+Borders, markers, the shoulders and most of the body outline, where a full-film model finds its shortcuts, are cut away."""
 
 SHORTCUT_NOTE = """
 In `cxr-3class`, COVID and Normal come from the COVID-19 Radiography Database (mostly adults, many sources) and
@@ -183,7 +223,8 @@ train {split_sizes["train"]}, val {split_sizes["val"]}, test {split_sizes["test"
 Init: {init_text}. Optimizer {cfg.opt}, lr {cfg.lr}, weight decay {cfg.weight_decay}, {cfg.sched} schedule,
 {cfg.epochs} epochs, batch {cfg.batch_size}, EMA {cfg.ema_decay}, input {cfg.img_size} px, preprocessing `{cfg.preprocess}`
 (histogram equalization at train and inference time), augmentation: random resized crop, small rotation/shift,
-blur and contrast jitter; no flips. Data fraction {cfg.fraction:.0%}; trained layers: {"all" if cfg.train_last is None else f"last {cfg.train_last} blocks + head"}.
+blur and contrast jitter{", plus gamma, grain and JPEG (`--augment site`)" if cfg.augment == "site" else ""}; no flips.
+{LUNG_CROP_NOTE if cfg.crop == "lungs" else "Input: the whole film, squashed to a square."} Data fraction {cfg.fraction:.0%}; trained layers: {"all" if cfg.train_last is None else f"last {cfg.train_last} blocks + head"}.
 Minutes per epoch (2-core CPU): {metrics["minutes_per_epoch"]:.2f}. Temperature (fitted on val): {test["temperature"]:.3f}.
 
 ## Test-split results ({test["n"]} images never seen in training or model selection)
@@ -231,7 +272,7 @@ def train(cfg: ClassifyConfig) -> Path:
     data = datasets.read_class_folders(cfg.data)
     splits = datasets.split_80_10_10(data, seed=cfg.seed)
     splits["train"] = datasets.take_fraction(splits["train"], data.labels, cfg.fraction, seed=cfg.seed)
-    pixels = np.asarray(datasets.cached_pixels(data.paths, cfg.img_size))
+    pixels = datasets.training_pixels(data.paths, cfg.img_size, cfg.crop)
 
     model = build_model(cfg, len(data.classes)).to(memory_format=torch.channels_last)
     if cfg.train_last is not None:
@@ -242,7 +283,7 @@ def train(cfg: ClassifyConfig) -> Path:
         [p for p in model.parameters() if p.requires_grad], opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay
     )
     train_batches = Batches(pixels, data.labels, splits["train"], cfg.batch_size,
-                            train_augment(cfg.img_size, cfg.preprocess), mean, std, shuffle=True, seed=cfg.seed)
+                            train_augment(cfg.img_size, cfg.preprocess, cfg.augment), mean, std, shuffle=True, seed=cfg.seed)
     steps_per_epoch = min(len(train_batches), cfg.max_steps or len(train_batches))
     scheduler, _ = create_scheduler_v2(
         optimizer, sched=cfg.sched, num_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs,

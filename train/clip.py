@@ -52,6 +52,7 @@ class ClipConfig:
     batch_size: int = 32
     img_size: int = 224
     preprocess: str = "equalize"
+    crop: str = "none"  # "lungs": the image tower reads the lung box from the zoo's segmenter, as the classifier does
     seed: int = 0
     out: str = "weights"
     runs: str = "runs"
@@ -111,7 +112,7 @@ def train(cfg: ClipConfig) -> Path:
     run_dir = start_run(cfg.runs, cfg.name, cfg.seed, cfg.threads)
     data = datasets.read_class_folders(cfg.data)
     splits = datasets.split_80_10_10(data, seed=cfg.seed)
-    pixels = np.asarray(datasets.cached_pixels(data.paths, cfg.img_size))
+    pixels = datasets.training_pixels(data.paths, cfg.img_size, cfg.crop)
     model = build_model(cfg)
     tokenizer = open_clip_tokenizer(cfg)
     captions, caption_labels = caption_bank(data.classes)
@@ -202,7 +203,7 @@ def finish(cfg: ClipConfig, run_dir: Path, data, splits, state) -> Path:
 def export_folder(cfg: ClipConfig, model, classes: list[str], out: Path, state: dict) -> None:
     text_source = Path(clip_model.text_tower_source(cfg.text_tower))
     config = {"architecture": "open_clip", "label_names": classes, "image_arch": cfg.image_arch, "text_tower": cfg.text_tower,
-              "cxr_demo": {"task": "zeroshot", "preprocess": cfg.preprocess, "input_size": cfg.img_size, "mean": list(MEAN), "std": list(STD)}}
+              "cxr_demo": {"task": "zeroshot", "preprocess": cfg.preprocess, "crop": cfg.crop, "input_size": cfg.img_size, "mean": list(MEAN), "std": list(STD)}}
     card, card_data = model_card(cfg, classes, state)
     export_checkpoint(out, model.state_dict(), config, {}, card, card_data)
     open_clip_config = {"model_cfg": clip_model.lit_model_cfg(cfg.image_arch, cfg.img_size, cfg.embed_dim, cfg.text_tower),

@@ -101,3 +101,45 @@ def cached_pixels(paths: list[Path], size: int) -> np.ndarray:
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     np.save(cache, pixels)
     return pixels
+
+
+def cached_lungs(paths: list[Path], pixels: np.ndarray, segmenter: str | None = None) -> dict[str, np.ndarray]:
+    """The zoo segmenter's lung box (top, left, bottom, right fractions), lung area and 64 px mask for every image,
+    through the app's own `cxr_demo.lungs` path; cached on disk like the pixels."""
+    from cxr_demo import lungs, zoo
+
+    name = segmenter or zoo.default("segment").name
+    key = hashlib.sha1(("\n".join(map(str, paths)) + f"|{name}|{lungs.BOX_MARGIN}").encode()).hexdigest()[:16]
+    cache = CACHE_DIR / f"lungs-{key}.npz"
+    if cache.exists():
+        return dict(np.load(cache))
+    boxes, areas, masks = [], [], []
+    for image in tqdm(pixels, desc="lungs", unit="img"):
+        found = lungs.find_lungs(np.asarray(image, dtype=np.float32) / 255.0, name)
+        boxes.append(found.box)
+        areas.append(found.area_fraction)
+        masks.append(np.asarray(Image.fromarray(found.mask.astype(np.uint8) * 255).resize((64, 64), Image.NEAREST)) > 127)
+    result = {"boxes": np.asarray(boxes, np.float32), "areas": np.asarray(areas, np.float32), "masks": np.stack(masks)}
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(cache, **result)
+    return result
+
+
+def lung_crops(pixels: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
+    """Every image cropped to its lung box and squashed back to `size` (uint8, N x size x size)."""
+    from cxr_demo.lungs import crop_to_box
+
+    out = np.empty((len(pixels), size, size), np.uint8)
+    for i, (image, box) in enumerate(zip(pixels, boxes)):
+        out[i] = np.asarray(Image.fromarray(crop_to_box(np.asarray(image), tuple(box))).resize((size, size), Image.BILINEAR))
+    return out
+
+
+def training_pixels(paths: list[Path], size: int, crop: str = "none") -> np.ndarray:
+    """Decoded images, cropped to the lungs when `crop == "lungs"` (boxes from the app's own segmenter)."""
+    pixels = np.asarray(cached_pixels(paths, size))
+    if crop == "none":
+        return pixels
+    if crop != "lungs":
+        raise SystemExit(f"--crop must be 'none' or 'lungs', got {crop!r}")
+    return lung_crops(pixels, cached_lungs(paths, pixels)["boxes"], size)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,61 +20,121 @@ import torch
 from tqdm import tqdm
 
 from cxr_demo import classify, zoo
-from cxr_demo.io import InvalidImage, read_xray
+from cxr_demo.intake import intake
+from cxr_demo.io import InvalidImage, XRay, read_xray
+from cxr_demo.lungs import Lungs, blank_lungs
 from cxr_demo.preprocess import upsample_to
 from PIL import Image
 from train import data as datasets
 from cxr_demo.metrics import classification_report
 
-TASKS = ("classify", "zeroshot", "segment", "detect")
+TASKS = ("classify", "zeroshot", "segment", "detect", "check")
 # a multi-task model is scored as a classifier or as a segmenter
 SERVES = {"classify": {"classify", "multitask"}, "segment": {"segment", "multitask"}}
 
 
-def classifier_logits(model_name: str, paths: list[Path], batch_size: int = 32) -> torch.Tensor:
-    loaded = zoo.load(model_name)
-    outputs = []
-    for start in tqdm(range(0, len(paths), batch_size), desc="evaluate", unit="batch", file=sys.stderr):
-        batch = torch.cat([classify.prepare(read_xray(p), loaded) for p in paths[start:start + batch_size]])
-        with torch.inference_mode():
-            output = loaded.module(batch)
-        outputs.append((output[1] if isinstance(output, tuple) else output).float())
-    return torch.cat(outputs)
+def image_paths(data_dir: Path) -> list[Path]:
+    return sorted(p for p in data_dir.rglob("*") if p.is_file() and not p.name.startswith(".")
+                  and p.suffix.lower() in datasets.IMAGE_SUFFIXES | {".dcm", ".dicom", ""})
 
 
-def evaluate_classifier(model_name: str, data_dir: Path, split: str, seed: int) -> dict:
+def model_logits(loaded: zoo.Loaded, xray: XRay, lungs: Lungs, cam: bool = False) -> tuple[torch.Tensor, float | None]:
+    """Logits through the app's own path (lung crop included), and the heatmap's share inside the lungs when `cam`."""
+    if loaded.spec.task == "classify":
+        result = classify.predict(xray, loaded.spec.name, "GradCAM" if cam else None, lungs=lungs)
+        probs = torch.tensor([result.probabilities[k] for k in loaded.config.get("label_names") or loaded.spec.labels])
+        # temperature x log-probabilities differ from the logits by a constant, so the report's softmax is unchanged
+        return float(loaded.options.get("temperature", 1.0)) * probs.clamp_min(1e-12).log(), result.heatmap_in_lungs
+    with torch.inference_mode():
+        output = loaded.module(classify.prepare(xray.pixels, loaded))
+    return (output[1] if isinstance(output, tuple) else output)[0].float(), None
+
+
+@dataclass
+class Pass:
+    """What one pass over a folder saw: logits for the readable images and the input check's verdicts."""
+    logits: list[torch.Tensor] = field(default_factory=list)
+    kept: list[int] = field(default_factory=list)  # index into the paths of each readable image
+    flagged: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    heatmap_in_lungs: list[float] = field(default_factory=list)
+
+    def flag(self, reason: str) -> None:
+        self.flagged += 1
+        self.reasons[reason] = self.reasons.get(reason, 0) + 1
+
+
+def run_classifier(model_name: str | None, paths: list[Path], lungs_removed: bool = False, cam: bool = False) -> Pass:
+    """Every image through intake (input check + lung mask) and, when a model is given, the classifier."""
+    loaded = zoo.load(model_name) if model_name else None
+    seen = Pass()
+    for i, path in enumerate(tqdm(paths, desc="evaluate", unit="img", file=sys.stderr)):
+        try:
+            xray = read_xray(path)
+        except InvalidImage:
+            seen.flag("unreadable")
+            continue
+        checked = intake(xray)
+        if checked.verdict.flagged:
+            seen.flag(checked.verdict.reason)
+        if loaded is None:
+            continue
+        if lungs_removed:
+            xray = XRay(blank_lungs(xray.pixels, checked.lungs.mask), xray.meta, xray.warnings)
+        logits, share = model_logits(loaded, xray, checked.lungs, cam)
+        seen.logits.append(logits)
+        seen.kept.append(i)
+        if share is not None:
+            seen.heatmap_in_lungs.append(share)
+    return seen
+
+
+def check_summary(seen: Pass, n: int) -> dict:
+    return {"flagged": seen.flagged / n if n else 0.0, "n_flagged": seen.flagged, "n_files": n,
+            "flag_reasons": dict(sorted(seen.reasons.items(), key=lambda kv: -kv[1]))}
+
+
+def labelled_folders(data_dir: Path, labels: list[str]) -> list[str] | None:
+    """The class folders when every sub-folder is one of the model's classes; None for any other layout."""
+    folders = sorted(p.name for p in data_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return folders if folders and all(f in labels for f in folders) else None
+
+
+def evaluate_classifier(model_name: str, data_dir: Path, split: str, seed: int, lungs_removed: bool = False, cam: bool = False) -> dict:
     loaded = zoo.load(model_name)
     labels = list(loaded.config.get("label_names") or loaded.spec.labels)
     temperature = float(loaded.options.get("temperature", 1.0))
-    if not any(p.is_dir() for p in data_dir.iterdir()):
-        return predicted_distribution(model_name, data_dir, labels, temperature)
-    folders = sorted(p.name for p in data_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
-    unknown = [f for f in folders if f not in labels]
-    if unknown:
-        raise SystemExit(f"Folders {unknown} are not classes of {model_name} ({labels}). Rename them or remove them.")
+    folders = labelled_folders(data_dir, labels)
+    if folders is None:
+        return predicted_distribution(model_name, data_dir, labels, temperature, lungs_removed)
     data = datasets.read_class_folders(data_dir, folders)
     index = np.arange(len(data)) if split == "all" else datasets.split_80_10_10(data, seed)[split]
     data = data.subset(index)
-    targets = torch.tensor([labels.index(data.classes[i]) for i in data.labels])
-    logits = classifier_logits(model_name, data.paths)
-    report = classification_report(logits, targets, labels, temperature)
-    return {"model": model_name, "task": "classify", "data": str(data_dir), "split": split, **report}
+    seen = run_classifier(model_name, data.paths, lungs_removed, cam)
+    targets = torch.tensor([labels.index(data.classes[data.labels[i]]) for i in seen.kept])
+    report = classification_report(torch.stack(seen.logits), targets, labels, temperature)
+    result = {"model": model_name, "task": "classify", "data": str(data_dir), "split": split, "lungs_removed": lungs_removed,
+              **report, **check_summary(seen, len(data.paths))}
+    if seen.heatmap_in_lungs:
+        result["heatmap_in_lungs"] = float(np.mean(seen.heatmap_in_lungs))
+    return result
 
 
-def predicted_distribution(model_name: str, data_dir: Path, labels: list[str], temperature: float) -> dict:
-    paths = sorted(p for p in data_dir.rglob("*") if p.suffix.lower() in datasets.IMAGE_SUFFIXES | {".dcm"})
-    readable = []
-    for p in paths:
-        try:
-            read_xray(p)
-            readable.append(p)
-        except InvalidImage:
-            continue
-    probs = (classifier_logits(model_name, readable) / temperature).softmax(1)
+def predicted_distribution(model_name: str, data_dir: Path, labels: list[str], temperature: float, lungs_removed: bool = False) -> dict:
+    paths = image_paths(data_dir)
+    seen = run_classifier(model_name, paths, lungs_removed)
+    probs = (torch.stack(seen.logits) / temperature).softmax(1) if seen.logits else torch.zeros(0, len(labels))
     counts = np.bincount(probs.argmax(1).numpy(), minlength=len(labels))
-    return {"model": model_name, "task": "classify", "data": str(data_dir), "n": len(readable),
+    return {"model": model_name, "task": "classify", "data": str(data_dir), "n": len(seen.kept),
             "predicted": {label: int(c) for label, c in zip(labels, counts)},
-            "mean_probability": {label: round(float(v), 4) for label, v in zip(labels, probs.mean(0))}}
+            "mean_probability": {label: round(float(v), 4) for label, v in zip(labels, probs.mean(0))},
+            **check_summary(seen, len(paths))}
+
+
+def evaluate_check(data_dir: Path) -> dict:
+    """Only the input check (and the lung mask it uses): the share of files it refuses or flags."""
+    paths = image_paths(data_dir)
+    return {"task": "check", "data": str(data_dir), "n": len(paths), **check_summary(run_classifier(None, paths), len(paths))}
 
 
 def evaluate_segmenter(model_name: str, data_dir: Path, masks: str) -> dict:
@@ -120,6 +181,10 @@ def evaluate_zeroshot_folder(model_name: str, data_dir: Path, split: str, seed: 
 
 
 def print_summary(result: dict) -> None:
+    if "flagged" in result:
+        print(f"input check on {result['data']}: flagged {result['n_flagged']}/{result['n_files']} ({result['flagged']:.1%}) {result['flag_reasons']}")
+    if "heatmap_in_lungs" in result:
+        print(f"GradCAM mass inside the lung mask: {result['heatmap_in_lungs']:.1%}")
     for name, row in result.get("by_preset", {}).items():
         print(f"  prompts {name:<10} macro-F1 {row['macro_f1']:.4f}  accuracy {row['accuracy']:.4f}")
     if "macro_f1" in result:
@@ -148,17 +213,25 @@ def main(argv=None) -> dict:
     parser.add_argument("--prompts", help="prompt preset for --task zeroshot (default clinical; 'all' scores every preset)")
     parser.add_argument("--held-out", action="store_true", help="detect: only the images the model's metrics.json lists as held out")
     parser.add_argument("--masks", default="masks", help="mask folder name beside images/ (segment), e.g. 'lung masks'")
+    parser.add_argument("--lungs-removed", action="store_true",
+                        help="classify: blank the (dilated) lungs with the film's median grey first: what is left is the shortcut")
+    parser.add_argument("--heatmap-share", action="store_true", help="classify: also report the GradCAM mass inside the lung mask")
     parser.add_argument("--json", action="store_true", help="end with one JSON line (always printed; kept for scripts)")
     args = parser.parse_args(argv)
     if not (args.data.is_dir() or (args.task == "segment" and args.data.suffix == ".csv" and args.data.is_file())):
         parser.error(f"--data {args.data} is not a folder" + (" or a pairs.csv" if args.task == "segment" else ""))
     try:
+        if args.task == "check":
+            result = evaluate_check(args.data)
+            print_summary(result)
+            print(json.dumps(result))
+            return result
         model = args.model or zoo.default(args.task).name
         model_task = zoo.get(model).task
         if model_task not in SERVES.get(args.task, {args.task}):
             parser.error(f"{model} is a {model_task} model; pass --task {'segment' if model_task == 'multitask' else model_task}")
         if args.task == "classify":
-            result = evaluate_classifier(model, args.data, args.split, args.seed)
+            result = evaluate_classifier(model, args.data, args.split, args.seed, args.lungs_removed, args.heatmap_share)
         elif args.task == "zeroshot":
             result = evaluate_zeroshot_folder(model, args.data, args.split, args.seed, args.prompts or "clinical")
         elif args.task == "detect":

@@ -5,8 +5,12 @@ import gradio as gr
 
 from cxr_demo import classify, examples, zoo
 from cxr_demo.cam import METHODS, SLOW_METHODS
-from cxr_demo.render import heatmap_overlay
-from cxr_demo.ui.common import UPLOAD_HINT, load_upload, notes_markdown, user_errors
+from cxr_demo.intake import Intake
+from cxr_demo.io import XRay
+from cxr_demo.lungs import FULL_FILM, blank_lungs
+from cxr_demo.render import display_pixels, gray_to_rgb_uint8, heatmap_overlay, outline_box
+from cxr_demo.ui.common import (UPLOAD_HINT, analyse_anyway_box, load_checked, notes_markdown, unreliable,
+                                user_errors)
 
 TOP_PREDICTION = "Top prediction"
 
@@ -36,19 +40,60 @@ def model_summary(model_name: str | None) -> str:
 
 
 def classify_image(upload, model: str | None = None, method: str = "GradCAM", target: str = TOP_PREDICTION, opacity: float = 0.45,
-                   progress=gr.Progress(track_tqdm=True)):
-    """Handler: (probabilities, heatmap overlay, metadata rows, notes). ScoreCAM's own tqdm bar shows as progress."""
+                   analyse_anyway: bool = False, progress=gr.Progress(track_tqdm=True)):
+    """Handler: (probabilities, heatmap overlay, metadata rows, notes, why panel). ScoreCAM's own tqdm bar shows as progress."""
     with user_errors():
-        xray = load_upload(upload)
-        result = classify.predict(xray, model or None, method, None if target in (None, "", TOP_PREDICTION) else target)
-        overlay = heatmap_overlay(xray.pixels, result.heatmap, opacity)
+        xray, seen, warnings = load_checked(upload, analyse_anyway)
+        result = classify.predict(xray, model or None, method, None if target in (None, "", TOP_PREDICTION) else target, lungs=seen.lungs)
+        overlay = film_overlay(xray, result, opacity)
     notes = [
         f"Heatmap: **{result.method}** for **{result.target_label}** (model `{result.model}`, {result.latency_ms:.0f} ms on the server).",
-        *result.warnings,
+        *warnings, *(w for w in result.warnings if w not in warnings),
     ]
+    if result.crop_box != FULL_FILM:
+        notes.append("This model reads only the lung box (dashed green): the heatmap is drawn back on the whole film.")
     if xray.meta.view_position is None:
         notes.append("View position unknown: the models expect a frontal (PA/AP) chest X-ray.")
-    return result.probabilities, overlay, xray.meta.as_rows(), notes_markdown(notes)
+    return unreliable(result.probabilities, seen), overlay, xray.meta.as_rows(), notes_markdown(notes), why_markdown(seen, result)
+
+
+def film_overlay(xray: XRay, result: classify.ClassifyResult, opacity: float):
+    base = display_pixels(xray.pixels)
+    heatmap = result.heatmap_on_film(base.shape)
+    picture = gray_to_rgb_uint8(base) if heatmap is None else heatmap_overlay(base, heatmap, opacity)
+    return picture if result.crop_box == FULL_FILM else outline_box(picture, result.crop_box)
+
+
+def why_markdown(seen: Intake, result: classify.ClassifyResult) -> str:
+    """The three checks an educator or a clinician wants before trusting the label."""
+    share = result.heatmap_in_lungs
+    inside = "no heatmap" if share is None else (
+        f"**{share:.0%}** of the heatmap lies inside the lung mask" + (" — most of what it looks at is *outside* the lungs" if share < 0.5 else ""))
+    return "\n".join([
+        "#### Why should I believe this?",
+        f"- **Input check:** {seen.verdict.summary}",
+        f"- **Where it looks:** {inside}.",
+        "- **With the lungs removed:** press *Remove the lungs* to see what the model says when the lungs are blanked out. "
+        "A model that still answers confidently was reading something else: borders, markers, body size or the scanner.",
+    ])
+
+
+def classify_without_lungs(upload, model: str | None = None, analyse_anyway: bool = False):
+    """Handler: (markdown, the blanked film). The counterfactual: the same model on the film with the lungs filled with grey."""
+    with user_errors():
+        xray, seen, _ = load_checked(upload, analyse_anyway)
+        if not seen.lungs.found:
+            raise gr.Error("No lungs were found in this image, so there is nothing to remove.")
+        blanked = XRay(blank_lungs(xray.pixels, seen.lungs.mask), xray.meta)
+        with_lungs = classify.predict(xray, model or None, None, lungs=seen.lungs)
+        without = classify.predict(blanked, model or None, None, lungs=seen.lungs)
+    top = without.top_label
+    text = (f"With the lungs removed, **{without.model}** says **{top} {without.probabilities[top]:.0%}** "
+            f"(with them: {with_lungs.top_label} {with_lungs.probabilities[with_lungs.top_label]:.0%}). ")
+    chance = 1 / len(without.probabilities)
+    text += ("It can no longer tell: good, the answer came from the lungs." if without.probabilities[top] < chance + 0.2 else
+             "It still answers with confidence although there is no lung to read: that confidence comes from elsewhere.")
+    return text, gray_to_rgb_uint8(display_pixels(blanked.pixels))
 
 
 def build() -> None:
@@ -62,6 +107,7 @@ def build() -> None:
                                  info=f"{', '.join(SLOW_METHODS)} runs one pass per feature channel and takes seconds.")
             target = gr.Dropdown(target_choices(default_model), value=TOP_PREDICTION, label="Explain class")
             opacity = gr.Slider(0.0, 1.0, value=0.45, step=0.05, label="Heatmap opacity")
+            anyway = analyse_anyway_box()
             button = gr.Button("Classify", variant="primary")
             summary = gr.Markdown(model_summary(default_model), elem_id="classify-model-card")
             gr.Examples(examples.paths(), inputs=[upload], label="Examples (click to load)", cache_examples=False)
@@ -70,9 +116,17 @@ def build() -> None:
                 overlay = gr.Image(label="Heatmap overlay", type="numpy", height=420, elem_id="classify-overlay")
                 probabilities = gr.Label(label="Probabilities (calibrated)", num_top_classes=5, elem_id="classify-label")
             notes = gr.Markdown(elem_id="classify-notes")
+            with gr.Group():
+                why = gr.Markdown(elem_id="classify-why")
+                with gr.Row():
+                    remove = gr.Button("Remove the lungs", size="sm", elem_id="classify-remove-lungs")
+                    counterfactual = gr.Markdown(elem_id="classify-counterfactual")
+                blanked = gr.Image(label="The film with the lungs removed", type="numpy", height=260, visible=True)
             metadata = gr.Dataframe(headers=["field", "value"], label="Image metadata (no patient identifiers)",
                                     interactive=False, wrap=True)
     model.change(lambda m: (gr.Dropdown(choices=target_choices(m), value=TOP_PREDICTION), model_summary(m)),
                  model, [target, summary], api_visibility="private")
-    button.click(classify_image, [upload, model, method, target, opacity], [probabilities, overlay, metadata, notes],
+    button.click(classify_image, [upload, model, method, target, opacity, anyway], [probabilities, overlay, metadata, notes, why],
                  api_name="classify", concurrency_id="classify", concurrency_limit=2)
+    remove.click(classify_without_lungs, [upload, model, anyway], [counterfactual, blanked],
+                 api_name="lungs_removed", concurrency_id="classify", concurrency_limit=2)

@@ -6,21 +6,25 @@ import gradio as gr
 from cxr_demo import compare, leaderboard, zoo
 from cxr_demo.cam import METHODS
 from cxr_demo.render import confusion_figure, heatmap_overlay, mask_overlay, reliability_figure
-from cxr_demo.ui.common import UPLOAD_HINT, load_upload, notes_markdown, user_errors
+from cxr_demo.ui.common import UPLOAD_HINT, analyse_anyway_box, load_checked, notes_markdown, user_errors
 from cxr_demo.zeroshot import PRESETS
 
 
-def compare_image(upload, task: str = "classify", models: list[str] | None = None, preset: str = "clinical", method: str = "GradCAM"):
+def compare_image(upload, task: str = "classify", models: list[str] | None = None, preset: str = "clinical", method: str = "GradCAM",
+                  analyse_anyway: bool = False):
     """Handler: (gallery of (image, caption), one row per model, agreement notes). No models: the task's first four."""
     with user_errors():
-        xray = load_upload(upload)
+        xray, seen, warnings = load_checked(upload, analyse_anyway)
         chosen = list(models or compare.on_this_machine(task)[:compare.MAX_MODELS])
-        result = compare.run(xray, task, chosen, preset, method)
+        result = compare.run(xray, task, chosen, preset, method, seen.lungs)
         gallery = [(_picture(xray, output), _caption(output)) for output in result.outputs]
     labels = sorted({label for o in result.outputs for label in (o.probabilities or {})})
-    rows = [[o.model, o.kind, o.top_label or "", *[_percent(o.probabilities, label) for label in labels], f"{o.latency_ms:.0f}"]
+    rows = [[o.model, o.kind, o.reads, o.top_label or "", *[_percent(o.probabilities, label) for label in labels],
+             "" if o.heatmap_in_lungs is None else f"{o.heatmap_in_lungs:.0%}", f"{o.latency_ms:.0f}"]
             for o in result.outputs]
-    return gallery, gr.Dataframe(value=rows, headers=["model", "kind", "top class", *labels, "ms"]), _agreement_notes(result, preset, method)
+    headers = ["model", "kind", "reads", "top class", *labels, "heatmap in lungs", "ms"]
+    notes = [f"Input check: {seen.verdict.summary}", *warnings]
+    return gallery, gr.Dataframe(value=rows, headers=headers), notes_markdown(notes) + "\n" + _agreement_notes(result, preset, method)
 
 
 def _picture(xray, output: compare.ModelOutput):
@@ -88,6 +92,7 @@ def build() -> None:
                                       label="Models (2 to 4)")
             preset = gr.Dropdown(list(PRESETS), value="clinical", label="Prompt preset for zero-shot models")
             method = gr.Dropdown(list(METHODS), value="GradCAM", label="Heatmap method (the same for every classifier)")
+            anyway = analyse_anyway_box()
             button = gr.Button("Compare", variant="primary")
         with gr.Column(scale=2):
             gallery = gr.Gallery(label="Side by side", columns=4, height=360, elem_id="compare-gallery")
@@ -97,7 +102,7 @@ def build() -> None:
                 "`results/*.json`; the last columns say on which data and split, and the command that reproduces it.")
     with gr.Row():
         board_task = gr.Dropdown(["all", "classify", "zeroshot", "multitask", "segment", "detect"], value="all", label="Task")
-        sort_by = gr.Dropdown(list(leaderboard.COLUMNS[3:15]), value="macro-F1", label="Sort by (best first)")
+        sort_by = gr.Dropdown(list(leaderboard.COLUMNS[3:19]), value="macro-F1", label="Sort by (best first)")
     board = gr.Dataframe(value=leaderboard.table(), headers=list(leaderboard.COLUMNS), interactive=False, wrap=False,
                          max_height=420, elem_id="leaderboard")
     named = [_entry_name(e) for e in leaderboard.entries() if e.confusion is not None]
@@ -108,7 +113,7 @@ def build() -> None:
         reliability_plot = gr.Plot(first_reliability, label="Reliability diagram", elem_id="leaderboard-reliability")
     task.change(lambda t: gr.CheckboxGroup(choices=compare.candidates(t), value=compare.on_this_machine(t)[:compare.MAX_MODELS]),
                 task, models, api_visibility="private")
-    button.click(compare_image, [upload, task, models, preset, method], [gallery, table, agreement],
+    button.click(compare_image, [upload, task, models, preset, method, anyway], [gallery, table, agreement],
                  api_name="compare", concurrency_id="compare", concurrency_limit=1)
     for control in (board_task, sort_by):
         control.change(leaderboard_table, [board_task, sort_by], board, api_visibility="private")

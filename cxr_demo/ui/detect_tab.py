@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from cxr_demo import detect, examples, zoo
-from cxr_demo.ui.common import UPLOAD_HINT, load_upload, notes_markdown, upload_path, user_errors
+from cxr_demo.ui.common import UPLOAD_HINT, analyse_anyway_box, load_checked, notes_markdown, upload_path, user_errors
 
 BOX_HEADERS = ["box", "label", "score", "x0", "y0", "x1", "y1", "best IoU"]
 FOUND_IOU = 0.5  # the usual detection criterion: a ground-truth box counts as found at IoU 0.5 or more
@@ -23,10 +23,10 @@ def box_rows(result: detect.DetectResult, reference: list[detect.Box] | None) ->
 
 
 def detect_image(upload, model: str | None = None, score_threshold: float = 0.3, nms_iou: float = 0.5,
-                 show_preprocessing: bool = False, reference_upload=None):
+                 show_preprocessing: bool = False, reference_upload=None, analyse_anyway: bool = False):
     """Handler: (overlay, box rows, notes, the preprocessed image the detector saw or None)."""
     with user_errors():
-        xray = load_upload(upload)
+        xray, seen, warnings = load_checked(upload, analyse_anyway)
         size = (xray.meta.width, xray.meta.height)
         reference = None
         if upload_path(reference_upload):
@@ -35,7 +35,7 @@ def detect_image(upload, model: str | None = None, score_threshold: float = 0.3,
         overlay = detect.draw_boxes(xray.pixels, result.boxes, reference, result.crop if show_preprocessing else None, size)
     legend = "Red: predicted boxes" + ("; yellow: your boxes" if reference else "") + ("; blue: the lung crop" if show_preprocessing else "")
     notes = [f"Model `{result.model}`, {len(result.boxes)} box(es) at score ≥ {score_threshold:.2f}, "
-             f"{result.latency_ms:.0f} ms on the server. {legend}.", *result.warnings]
+             f"{result.latency_ms:.0f} ms on the server. {legend}.", *warnings, *(w for w in result.warnings if w not in warnings)]
     if reference:
         found = sum(iou >= FOUND_IOU for iou in detect.best_ious(reference, result.boxes))
         notes.append(f"{found} of your {len(reference)} box(es) overlap a prediction at IoU ≥ {FOUND_IOU}.")
@@ -55,6 +55,7 @@ def build() -> None:
             show = gr.Checkbox(False, label="Show the preprocessing (lung crop and equalization)")
             reference = gr.File(label="Ground-truth boxes (optional CSV: x,y,width,height in the image's pixels)", type="filepath",
                                 file_types=[".csv"], elem_id="detect-reference")
+            anyway = analyse_anyway_box()
             button = gr.Button("Detect", variant="primary")
             gr.Examples([[p] for p in examples.paths()], inputs=[upload], label="Examples (click to load)", cache_examples=False)
         with gr.Column(scale=2):
@@ -63,5 +64,5 @@ def build() -> None:
             boxes = gr.Dataframe(headers=BOX_HEADERS, label="Boxes (original image pixels)", interactive=False, elem_id="detect-boxes")
             preprocessed = gr.Image(label="What the detector sees (tick 'Show the preprocessing')", type="numpy", height=320,
                                     elem_id="detect-preprocessed")
-    button.click(detect_image, [upload, model, score, nms, show, reference], [overlay, boxes, notes, preprocessed],
+    button.click(detect_image, [upload, model, score, nms, show, reference, anyway], [overlay, boxes, notes, preprocessed],
                  api_name="detect", concurrency_id="detect", concurrency_limit=1)

@@ -7,7 +7,7 @@ from dataclasses import replace
 import gradio as gr
 
 from cxr_demo import examples, zeroshot, zoo
-from cxr_demo.ui.common import UPLOAD_HINT, load_upload, notes_markdown, user_errors
+from cxr_demo.ui.common import UPLOAD_HINT, analyse_anyway_box, load_checked, load_upload, notes_markdown, unreliable, user_errors
 from cxr_demo.zeroshot import PRESETS, LabelledSample, PromptSet
 
 LABELS = ("COVID", "Normal", "Viral Pneumonia")  # the classes every zero-shot model in the zoo is scored on
@@ -42,15 +42,15 @@ def preset_fields(preset: str):
 
 def zeroshot_image(upload, model: str | None = None, preset: str = "clinical", covid_prompts: str | None = None,
                    normal_prompts: str | None = None, viral_pneumonia_prompts: str | None = None, templates: str | None = None,
-                   contrast: bool | None = None, temperature: float = 1.0):
+                   contrast: bool | None = None, temperature: float = 1.0, analyse_anyway: bool = False):
     """Handler: (probabilities, notes). Prompt fields left out mean the preset's own."""
     with user_errors():
-        xray = load_upload(upload)
+        xray, seen, warnings = load_checked(upload, analyse_anyway)
         prompt_set = prompt_set_from(preset, covid_prompts, normal_prompts, viral_pneumonia_prompts, templates, contrast)
-        result = zeroshot.predict(xray, model or None, prompt_set, float(temperature))
+        result = zeroshot.predict(xray, model or None, prompt_set, float(temperature), lungs=seen.lungs)
     notes = [f"Model `{result.model}`, prompts **{prompt_set.name}**, temperature {temperature:g}: {result.latency_ms:.0f} ms "
-             "(text embeddings are cached, so only the image is encoded).", *result.warnings]
-    return result.probabilities, notes_markdown(notes)
+             "(text embeddings are cached, so only the image is encoded).", *warnings, *(w for w in result.warnings if w not in warnings)]
+    return unreliable(result.probabilities, seen), notes_markdown(notes)
 
 
 def compare_prompt_sets(upload=None, model: str | None = None, prompt_sets: list[str] | None = None,
@@ -119,6 +119,7 @@ def build() -> None:
             templates = gr.Textbox(template_text, lines=2, label="Templates (one per line, {} is the prompt)")
             contrast = gr.Checkbox(False, label="Positive/negative pairs (CheXzero: each class is '{}' against 'no {}')")
             temperature = gr.Slider(0.1, 5.0, value=1.0, step=0.1, label="Temperature (divides the model's logit scale)")
+            anyway = analyse_anyway_box()
             button = gr.Button("Classify with these prompts", variant="primary")
             gr.Examples(examples.paths(), inputs=[upload], label="Examples (click to load)", cache_examples=False)
         with gr.Column(scale=2):
@@ -136,7 +137,7 @@ def build() -> None:
                                   label="On the labelled sample", interactive=False, elem_id="zeroshot-scores")
             summary = gr.Markdown(elem_id="zeroshot-summary")
     preset.change(preset_fields, preset, [*boxes, templates, contrast, description], api_visibility="private")
-    button.click(zeroshot_image, [upload, model, preset, *boxes, templates, contrast, temperature], [probabilities, notes],
+    button.click(zeroshot_image, [upload, model, preset, *boxes, templates, contrast, temperature, anyway], [probabilities, notes],
                  api_name="zeroshot", concurrency_id="zeroshot", concurrency_limit=2)
     compare.click(compare_prompt_sets, [upload, model, sets, *boxes, templates, contrast, temperature, per_class, folder],
                   [on_image, scores, summary], api_name="zeroshot_compare", concurrency_id="zeroshot", concurrency_limit=2)

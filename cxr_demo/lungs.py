@@ -1,0 +1,115 @@
+"""One lung mask per image, and what is derived from it: the anatomy cleanup, the lung box, the crop and the counterfactual.
+
+    lungs = find_lungs(xray)            # the default segmenter, once per image
+    crop = crop_to_box(xray.pixels, lungs.box)
+
+Every tab and `train/` take the crop from here, so the classifier sees at inference exactly what it was trained on.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from cxr_demo import zoo
+from cxr_demo.io import XRay
+from cxr_demo.preprocess import model_input, upsample_to
+
+Box = tuple[float, float, float, float]  # top, left, bottom, right as fractions of the image's height and width
+FULL_FILM: Box = (0.0, 0.0, 1.0, 1.0)
+BOX_MARGIN = 0.05  # of the image side, around the two lungs: the costophrenic angles and apices stay in the crop
+MIN_LUNG_AREA = 0.03  # of the image; below it there is no lung to crop and the full film is used
+BLANK_DILATION = 0.03  # of the image side: the lung border goes too, so its outline does not survive the blanking
+
+
+@dataclass(frozen=True)
+class Lungs:
+    mask: np.ndarray  # bool, on the segmenter's grid, the two largest components only
+    probability: np.ndarray  # float [0, 1] on the same grid, as the segmenter gave it
+    box: Box
+    area_fraction: float  # of the image, after cleanup
+    components: int  # large connected components before cleanup (two for a normal frontal film)
+    model: str
+    latency_ms: float
+
+    @property
+    def found(self) -> bool:
+        return self.area_fraction >= MIN_LUNG_AREA
+
+    def mask_at(self, shape: tuple[int, int]) -> np.ndarray:
+        return upsample_to(self.mask.astype(np.float32), shape) >= 0.5
+
+
+def segment_probability(pixels: np.ndarray, model: str | None = None) -> tuple[np.ndarray, zoo.Loaded]:
+    loaded = zoo.load(model or zoo.default("segment").name)
+    spec = loaded.spec
+    x = model_input(pixels, (spec.input_size, spec.input_size), spec.mean, spec.std, loaded.options.get("preprocess", "none"))
+    with loaded.lock, torch.inference_mode():
+        output = loaded.module(x)
+    logits = output[0] if isinstance(output, tuple) else output
+    return logits[0, 0].float().sigmoid().numpy(), loaded
+
+
+def two_largest(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """Keep the two biggest components (the lungs); a stomach bubble or a speck outside the chest is dropped.
+    Also returns how many components hold at least 1% of the image."""
+    labels, count = ndimage.label(mask)
+    if count == 0:
+        return mask, 0
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    keep = np.argsort(sizes)[::-1][:2]
+    keep = keep[sizes[keep] >= 0.15 * sizes[keep[0]]]  # a second "lung" a seventh the size of the first is not one
+    large = int((sizes >= 0.01 * mask.size).sum())
+    return np.isin(labels, keep + 1), large
+
+
+def lung_box(mask: np.ndarray, margin: float = BOX_MARGIN) -> Box:
+    """The lungs' bounding box, widened by `margin` on every side; the full film when there is no lung."""
+    if mask.mean() < MIN_LUNG_AREA:
+        return FULL_FILM
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    h, w = mask.shape
+    return (max(0.0, rows[0] / h - margin), max(0.0, cols[0] / w - margin),
+            min(1.0, (rows[-1] + 1) / h + margin), min(1.0, (cols[-1] + 1) / w + margin))
+
+
+def box_in_pixels(box: Box, shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    h, w = shape
+    top, left = int(np.floor(box[0] * h)), int(np.floor(box[1] * w))
+    bottom, right = max(top + 1, int(np.ceil(box[2] * h))), max(left + 1, int(np.ceil(box[3] * w)))
+    return top, left, bottom, right
+
+
+def crop_to_box(pixels: np.ndarray, box: Box) -> np.ndarray:
+    top, left, bottom, right = box_in_pixels(box, pixels.shape[:2])
+    return pixels[top:bottom, left:right]
+
+
+def blank_lungs(pixels: np.ndarray, mask: np.ndarray, dilation: float = BLANK_DILATION) -> np.ndarray:
+    """The film with the (slightly dilated) lungs filled with its median grey: what is left is everything but the lungs."""
+    full = upsample_to(mask.astype(np.float32), pixels.shape) >= 0.5
+    radius = max(1, round(dilation * max(pixels.shape)))
+    full = ndimage.binary_dilation(full, structure=np.ones((3, 3), bool), iterations=radius) if full.any() else full
+    blanked = pixels.copy()
+    blanked[full] = np.median(pixels)
+    return blanked
+
+
+def heatmap_share_in(heatmap: np.ndarray, mask: np.ndarray) -> float:
+    """Share of the heatmap's mass that falls inside `mask` (both resized to the heatmap's grid)."""
+    inside = upsample_to(mask.astype(np.float32), heatmap.shape) >= 0.5
+    total = float(heatmap.sum())
+    return float(heatmap[inside].sum()) / total if total > 0 else 0.0
+
+
+def find_lungs(xray: XRay | np.ndarray, model: str | None = None) -> Lungs:
+    pixels = xray.pixels if isinstance(xray, XRay) else xray
+    start = time.perf_counter()
+    probability, loaded = segment_probability(pixels, model)
+    raw = probability > float(loaded.options.get("threshold", 0.5))
+    mask, components = two_largest(raw)
+    latency = (time.perf_counter() - start) * 1000
+    return Lungs(mask, probability, lung_box(mask), float(mask.mean()), components, loaded.spec.name, latency)

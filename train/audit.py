@@ -1,0 +1,129 @@
+"""The figures that say whether a classifier is right for the right reasons, written into its metrics.json.
+
+    python -m train.audit --model cxr-lungcrop-effnet-lite0 --write
+
+- the held-out test split as usual, plus the share of GradCAM mass inside the lung mask;
+- the same split with the lungs blanked out (chance is 1/3: anything well above it is read from outside the lungs);
+- every external set in ../shared/data that carries one of the model's labels (other hospitals, never trained on), with n;
+- adult films from other hospitals with other findings (TB, pneumonia, pneumothorax): the share called "Viral Pneumonia",
+  which in cxr-3class means "a young child from Guangzhou".
+
+Every image goes through `train.evaluate`'s path: the app's reader, input check, lung mask and crop.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from cxr_demo import zoo
+from train.evaluate import evaluate_classifier, image_paths, run_classifier
+
+SHARED = zoo.REPO_ROOT.parent / "shared" / "data"
+# other hospitals, by the label the files carry; none of these was used to train a classifier
+EXTERNAL_LABELLED = {
+    "COVID": ["covid-qu-ex-sample/Test/COVID-19/images/*.png"],
+    "Normal": ["covid-qu-ex-sample/Test/Normal/images/*.png", "tbx11k-boxes/imgs/health/*.png", "dicom/nih_*.dcm"],
+}
+ADULT_OTHER_FINDINGS = {
+    "Shenzhen (TB)": "lung-masks/shenzhen/images",
+    "RSNA (lung opacity)": "rsna-opacity-boxes/images",
+    "SIIM-ACR (pneumothorax or none)": "siim-pneumothorax/dicom",
+}
+KEYS = ("accuracy", "macro_f1", "n", "flagged", "heatmap_in_lungs", "ece")
+
+
+def external_folder(root: Path, shared: Path, labels: list[str]) -> Path:
+    """The external labelled films laid out as <Class>/images/ (symlinks), for `evaluate_classifier`."""
+    for label, patterns in EXTERNAL_LABELLED.items():
+        if label not in labels:
+            continue
+        folder = root / label / "images"
+        folder.mkdir(parents=True, exist_ok=True)
+        for pattern in patterns:
+            for path in sorted(shared.glob(pattern)):
+                (folder / f"{path.parent.parent.name}-{path.name}".replace(" ", "_")).symlink_to(path.resolve())
+    return root
+
+
+def viral_pneumonia_share(model: str, folder: Path) -> dict:
+    loaded = zoo.load(model)
+    labels = list(loaded.config.get("label_names") or loaded.spec.labels)
+    seen = run_classifier(model, image_paths(folder))
+    predicted = [labels[int(np.argmax(logits))] for logits in seen.logits]
+    return {"n": len(predicted), "called_viral_pneumonia": float(np.mean([p == "Viral Pneumonia" for p in predicted])) if predicted else 0.0}
+
+
+def audit(model: str, shared: Path = SHARED) -> dict:
+    cxr3 = shared / "cxr-3class"
+    test = evaluate_classifier(model, cxr3, "test", 0, cam=True)
+    removed = evaluate_classifier(model, cxr3, "test", 0, lungs_removed=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        labels = list(zoo.load(model).config.get("label_names") or zoo.get(model).labels)
+        external = evaluate_classifier(model, external_folder(Path(tmp), shared, labels), "all", 0)
+        external_removed = evaluate_classifier(model, Path(tmp), "all", 0, lungs_removed=True)
+    return {
+        "test": {k: test.get(k) for k in KEYS},
+        "lungs_removed": {k: removed.get(k) for k in ("accuracy", "macro_f1", "n")},
+        "external": {"data": "COVID-QU-Ex COVID-19 and Normal, TBX11K healthy, NIH No Finding (other hospitals)",
+                     **{k: external.get(k) for k in KEYS}, "per_class": external.get("per_class"),
+                     "confusion_matrix": external.get("confusion_matrix"),
+                     "lungs_removed_accuracy": external_removed.get("accuracy")},
+        "adult_other_findings": {name: viral_pneumonia_share(model, shared / folder) for name, folder in ADULT_OTHER_FINDINGS.items()},
+    }
+
+
+CARD_MARK = "## Right for the right reasons"
+
+
+def card_section(model: str, result: dict) -> str:
+    test, removed, external = result["test"], result["lungs_removed"], result["external"]
+    adults = "\n".join(f"| {name} | {row['n']} | {row['called_viral_pneumonia']:.1%} |" for name, row in result["adult_other_findings"].items())
+    return f"""{CARD_MARK}
+
+Written by `python -m train.audit --model {model} --write`, through the app's own path (reader, input check, lung mask, crop).
+
+| figure | value | n |
+|---|---|---|
+| test split (same sources as training): accuracy / macro-F1 | {test['accuracy']:.4f} / {test['macro_f1']:.4f} | {test['n']} |
+| **other hospitals** ({external['data']}): accuracy | **{external['accuracy']:.4f}** | {external['n']} |
+| **lungs removed** (test split, dilated lung mask filled with the film's median grey): accuracy; chance is 0.33 | **{removed['accuracy']:.4f}** | {removed['n']} |
+| lungs removed, other hospitals: accuracy | {external['lungs_removed_accuracy']:.4f} | {external['n']} |
+| share of GradCAM mass inside the lung mask (test split) | {test['heatmap_in_lungs'] if test['heatmap_in_lungs'] is None else f"{test['heatmap_in_lungs']:.1%}"} | {test['n']} |
+| test images the input check flagged | {test['flagged']:.1%} | {test['n']} |
+
+Adult films from other hospitals with other findings, called "Viral Pneumonia" (in cxr-3class that class is young children
+from one hospital, so a high share means the model reads age or site, not disease):
+
+| set | n | called Viral Pneumonia |
+|---|---|---|
+{adults}
+
+The other-hospital set is small (n={external['n']}): read its accuracy as a probe, not a precise figure.
+"""
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="a classify or multitask zoo model (default: the zoo's default classifier)")
+    parser.add_argument("--shared", type=Path, default=SHARED)
+    parser.add_argument("--write", action="store_true", help="store the figures in the checkpoint's metrics.json under 'audit'")
+    args = parser.parse_args(argv)
+    model = args.model or zoo.default("classify").name
+    result = audit(model, args.shared)
+    if args.write:
+        folder = zoo.load(model).folder
+        metrics = json.loads((folder / "metrics.json").read_text())
+        metrics["audit"] = result
+        (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        card = (folder / "README.md").read_text()
+        (folder / "README.md").write_text(card.split(CARD_MARK)[0].rstrip() + "\n\n" + card_section(model, result))
+    print(json.dumps({"model": model, **result}))
+    return result
+
+
+if __name__ == "__main__":
+    main()
