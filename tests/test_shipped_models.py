@@ -79,3 +79,31 @@ def test_evaluate_segment_reads_a_folder_and_a_pairs_csv_alike(tmp_path, capsys)
         results.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
     assert results[0]["n"] == results[1]["n"] == 1
     assert results[0]["dice"] == pytest.approx(results[1]["dice"]) and results[0]["dice"] > 0.85
+
+
+def checked(pixels: np.ndarray):
+    from cxr_demo.intake import intake
+    from cxr_demo.io import SafeMeta, XRay
+
+    return intake(XRay(np.ascontiguousarray(pixels, dtype=np.float32), SafeMeta("png", pixels.shape[1], pixels.shape[0]))).verdict
+
+
+@pytest.mark.parametrize("image", ["covid-1000.png", "normal-1062.png", "quex-normal-10.png", "siim-cr-jpeg-baseline.dcm"])
+def test_the_input_check_passes_upright_frontal_films(image):
+    verdict = checked(read_xray(EXAMPLES / image).pixels)
+    assert not verdict.flagged, verdict.reason
+
+
+@pytest.mark.parametrize("turn, words", [
+    (lambda p: np.rot90(p, -1), "rotated"), (lambda p: np.rot90(p, 1), "rotated"), (lambda p: p[::-1], "upside down"),
+    (lambda p: np.rot90(p, 2), "upside down"), (lambda p: 1.0 - p, "inverted"),
+])
+def test_the_input_check_names_a_mis_oriented_film(turn, words):
+    verdict = checked(turn(read_xray(EXAMPLES / "siim-cr-jpeg-baseline.dcm").pixels))
+    assert verdict.flagged and words in verdict.reason
+
+
+def test_the_input_check_refuses_a_document_and_noise(document_png):
+    assert "does not look like a chest X-ray" in checked(read_xray(document_png).pixels).reason
+    noise = np.random.default_rng(0).random((512, 512))
+    assert checked(noise).flagged

@@ -13,7 +13,7 @@ from train import data as datasets
 from train.classify import ClassifyConfig, freeze_all_but_last, parse_args, train
 from train.evaluate import main as evaluate_main
 from cxr_demo.metrics import classification_report, fit_temperature
-from tests.conftest import LABELS, SHARED_DATA, needs_shared_data, tiny_zoo_toml
+from tests.conftest import SHIPPED_LUNG_SEGMENTER, LABELS, SHARED_DATA, needs_shared_data, tiny_zoo_toml
 
 
 def test_reader_finds_classes_and_patients(class_folder):
@@ -111,7 +111,7 @@ def test_a_few_steps_train_export_and_evaluate(class_folder, tmp_path, use_zoo, 
     assert json.loads((train(cfg) / "metrics.json").read_text())["epochs"] == 2
 
     entry = dict(name="smoke", task="classify", arch="mobilenetv2_035", labels=LABELS, input_size=96, mean=[0.5], std=[0.5], source=f"local:{out}")
-    use_zoo(zoo.Zoo.from_toml(tiny_zoo_toml(tmp_path, [entry])))
+    use_zoo(zoo.Zoo.from_toml(tiny_zoo_toml(tmp_path, [entry, SHIPPED_LUNG_SEGMENTER])))
     capsys.readouterr()
     evaluate_main(["--data", str(class_folder), "--json"])
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -127,14 +127,41 @@ def test_evaluate_reports_predictions_on_an_unlabelled_folder(tmp_path, tiny_zoo
     evaluate_main(["--data", str(tmp_path), "--model", "tiny-cnn", "--json"])
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["n"] == 2 and sum(result["predicted"].values()) == 2
+    assert result["n_files"] == 3 and result["n_flagged"] >= 1 and result["flag_reasons"]["unreadable"] == 1
 
 
-def test_evaluate_rejects_folders_that_are_not_classes(tmp_path, tiny_zoo, use_zoo, example_png):
+def test_folders_that_are_not_classes_are_read_as_unlabelled(tmp_path, tiny_zoo, use_zoo, example_png, capsys):
     use_zoo(tiny_zoo)
     (tmp_path / "Pneumothorax").mkdir()
     (tmp_path / "Pneumothorax" / "a.png").write_bytes(example_png.read_bytes())
-    with pytest.raises(SystemExit, match="Pneumothorax"):
-        evaluate_main(["--data", str(tmp_path), "--model", "tiny-cnn"])
+    evaluate_main(["--data", str(tmp_path), "--model", "tiny-cnn"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert "macro_f1" not in result and result["n"] == 1 and "flagged" in result
+
+
+def test_evaluate_check_counts_what_the_input_check_refuses(tmp_path, tiny_zoo, use_zoo, example_png, capsys, monkeypatch):
+    from cxr_demo import check, intake
+
+    use_zoo(tiny_zoo)
+    for name in ("a.png", "b.png"):
+        (tmp_path / name).write_bytes(example_png.read_bytes())
+    (tmp_path / "c.png").write_bytes(example_png.read_bytes()[:300])  # truncated: unreadable counts as flagged
+    monkeypatch.setattr(intake, "check", lambda xray, lungs, model=None: check.Verdict(True, "This looks upside down.", "upside down"))
+    evaluate_main(["--task", "check", "--data", str(tmp_path), "--json"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["flagged"] == 1.0 and result["flag_reasons"] == {"This looks upside down.": 2, "unreadable": 1}
+
+
+def test_lungs_removed_blanks_every_image_before_the_model_sees_it(class_folder, tiny_zoo, use_zoo, capsys, monkeypatch):
+    from train import evaluate
+
+    use_zoo(tiny_zoo)
+    seen = []
+    monkeypatch.setattr(evaluate, "model_logits", lambda loaded, xray, lungs, cam=False: (seen.append(xray.pixels), (torch.zeros(3), None))[1])
+    evaluate_main(["--data", str(class_folder), "--model", "tiny-cnn", "--lungs-removed", "--json"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["lungs_removed"] is True and len(seen) == result["n"] == 30
+    assert all((pixels == np.median(pixels)).mean() > 0.15 for pixels in seen)  # the lungs are one flat grey
 
 
 def test_gate_flags_what_is_far_from_training_features():

@@ -3,9 +3,15 @@
     python -m train.evaluate --data ../shared/data/cxr-3class --split test --json
     python -m train.evaluate --model cxr-effnet-lite0 --data DIR --json
 
-`--data` in the COVID-19 Radiography Database layout (`<Class>/images/*`) gives the metrics; a flat folder of
-unlabelled images gives the distribution of predicted classes (useful as a shortcut probe on other hospitals).
-Images go through exactly the app's path: `read_xray` -> the model's preprocessing -> temperature-scaled softmax.
+`--data` in the COVID-19 Radiography Database layout (`<Class>/images/*`) gives the metrics; any other folder is read
+as unlabelled images (recursively) and gives the distribution of predicted classes (a shortcut probe on other hospitals).
+Images go through exactly the app's path: `read_xray` -> intake (input check and lung mask) -> the model's crop and
+preprocessing -> temperature-scaled softmax. Every classify result also reports `flagged`: the share of files the input
+check refuses or flags, unreadable files included.
+
+    python -m train.evaluate --task check --data DIR --json            # only the input check: flagged share and reasons
+    python -m train.evaluate --data ../shared/data/cxr-3class --split test --lungs-removed --json   # the shortcut, as accuracy
+    python -m train.evaluate --data ../shared/data/cxr-3class --split test --heatmap-share --json   # GradCAM mass inside the lungs
 """
 from __future__ import annotations
 
