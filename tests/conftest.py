@@ -200,5 +200,6 @@ def clip_zoo(tmp_path_factory) -> zoo.Zoo:
     (folder / "config.json").write_text(json.dumps({"label_names": LABELS, "cxr_demo": {"task": "zeroshot", "preprocess": "none"}}))
     entries = [dict(name="tiny-clip", task="zeroshot", arch="open_clip", labels=LABELS, input_size=32, mean=[0.5], std=[0.5],
                     source=f"local:{folder}", default=True),
-               dict(name="hub-clip", task="zeroshot", arch="open_clip", labels=LABELS, source="hf-hub:cxr-demo/no-such-clip@main")]
+               dict(name="hub-clip", task="zeroshot", arch="open_clip", labels=LABELS, source="hf-hub:cxr-demo/no-such-clip@main"),
+               SHIPPED_LUNG_SEGMENTER]
     return zoo.Zoo.from_toml(tiny_zoo_toml(root, entries))

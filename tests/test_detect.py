@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from cxr_demo import detect, zoo
 from cxr_demo.io import read_xray
 from cxr_demo.ui.detect_tab import BOX_HEADERS, detect_image
-from tests.conftest import EXAMPLES, SHARED_DATA, needs_shared_data, tiny_zoo_toml
+from tests.conftest import SHIPPED_LUNG_SEGMENTER, EXAMPLES, SHARED_DATA, needs_shared_data, tiny_zoo_toml
 from train.det_data import Sample, grouped_folds, load_sample, parse_siim_label, read_coco, read_rsna, read_source
 from train.detect import DetectConfig, evaluate_detector, score, train
 
@@ -220,7 +220,7 @@ def det_zoo(trained, use_zoo):
     folder, _ = trained
     entry = dict(name="tiny-frcnn", task="detect", arch="fasterrcnn_mobilenet_v2_fpn", labels=["Lung Opacity"],
                  input_size=SIZE, source=f"local:{folder}", default=True)
-    return use_zoo(zoo.Zoo.from_toml(tiny_zoo_toml(folder.parent, [entry])))
+    return use_zoo(zoo.Zoo.from_toml(tiny_zoo_toml(folder.parent, [entry, SHIPPED_LUNG_SEGMENTER])))
 
 
 def test_training_exports_a_checkpoint_with_metrics_and_card(trained):
@@ -281,7 +281,7 @@ def test_weights_that_do_not_fit_are_refused(trained, use_zoo, tmp_path):
     config["detector"]["representation_size"] = 32
     (broken / "config.json").write_text(json.dumps(config))
     entry = dict(name="broken", task="detect", arch="fasterrcnn_mobilenet_v2_fpn", source=f"local:{broken}")
-    use_zoo(zoo.Zoo.from_toml(tiny_zoo_toml(tmp_path, [entry])))
+    use_zoo(zoo.Zoo.from_toml(tiny_zoo_toml(tmp_path, [entry, SHIPPED_LUNG_SEGMENTER])))
     with pytest.raises(zoo.ModelUnavailable, match="do not fit"):
         zoo.load("broken")
 
