@@ -28,7 +28,6 @@ BLANK_DILATION = 0.03  # of the image side: the lung border goes too, so its out
 @dataclass(frozen=True)
 class Lungs:
     mask: np.ndarray  # bool, on the segmenter's grid, the two largest components only
-    probability: np.ndarray  # float [0, 1] on the same grid, as the segmenter gave it
     box: Box
     area_fraction: float  # of the image, after cleanup
     components: int  # large connected components before cleanup (two for a normal frontal film)
@@ -39,18 +38,15 @@ class Lungs:
     def found(self) -> bool:
         return self.area_fraction >= MIN_LUNG_AREA
 
-    def mask_at(self, shape: tuple[int, int]) -> np.ndarray:
-        return upsample_to(self.mask.astype(np.float32), shape) >= 0.5
 
-
-def segment_probability(pixels: np.ndarray, model: str | None = None) -> tuple[np.ndarray, zoo.Loaded]:
-    loaded = zoo.load(model or zoo.default("segment").name)
+def run_segmenter(pixels: np.ndarray, loaded: zoo.Loaded) -> tuple[np.ndarray, torch.Tensor | None]:
+    """The mask probability on the segmenter's grid, and a multi-task model's class logits (None for a plain segmenter)."""
     spec = loaded.spec
     x = model_input(pixels, (spec.input_size, spec.input_size), spec.mean, spec.std, loaded.options.get("preprocess", "none"))
     with loaded.lock, torch.inference_mode():
         output = loaded.module(x)
-    logits = output[0] if isinstance(output, tuple) else output
-    return logits[0, 0].float().sigmoid().numpy(), loaded
+    logits, class_logits = output if isinstance(output, tuple) else (output, None)
+    return logits[0, 0].float().sigmoid().numpy(), None if class_logits is None else class_logits[0].float()
 
 
 def two_largest(mask: np.ndarray) -> tuple[np.ndarray, int]:
@@ -108,8 +104,8 @@ def heatmap_share_in(heatmap: np.ndarray, mask: np.ndarray) -> float:
 def find_lungs(xray: XRay | np.ndarray, model: str | None = None) -> Lungs:
     pixels = xray.pixels if isinstance(xray, XRay) else xray
     start = time.perf_counter()
-    probability, loaded = segment_probability(pixels, model)
-    raw = probability > float(loaded.options.get("threshold", 0.5))
-    mask, components = two_largest(raw)
+    loaded = zoo.load(model or zoo.default("segment").name)
+    probability, _ = run_segmenter(pixels, loaded)
+    mask, components = two_largest(probability > float(loaded.options.get("threshold", 0.5)))
     latency = (time.perf_counter() - start) * 1000
-    return Lungs(mask, probability, lung_box(mask), float(mask.mean()), components, loaded.spec.name, latency)
+    return Lungs(mask, lung_box(mask), float(mask.mean()), components, loaded.spec.name, latency)

@@ -5,13 +5,12 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from scipy import ndimage
 
 from cxr_demo import zoo
 from cxr_demo.io import InvalidImage, XRay
-from cxr_demo.lungs import Lungs, two_largest
-from cxr_demo.preprocess import model_input, upsample_to
+from cxr_demo.lungs import Lungs, run_segmenter, two_largest
+from cxr_demo.preprocess import upsample_to
 
 MID_GRAY_LIMIT = 0.05  # share of pixels between 10% and 90% grey beyond which a "mask" is really a picture
 
@@ -70,15 +69,10 @@ def predict(xray: XRay, model: str | None = None, reference: np.ndarray | None =
 
 
 def _run(xray: XRay, loaded: zoo.Loaded) -> tuple[np.ndarray, dict[str, float] | None]:
-    spec = loaded.spec
-    x = model_input(xray.pixels, (spec.input_size, spec.input_size), spec.mean, spec.std, loaded.options.get("preprocess", "none"))
-    with loaded.lock, torch.inference_mode():
-        output = loaded.module(x)
-    logits, class_logits = output if isinstance(output, tuple) else (output, None)
-    probabilities = None
-    if class_logits is not None:
-        probabilities = dict(zip(loaded.config["label_names"], class_logits[0].float().softmax(0).tolist()))
-    return logits[0, 0].float().sigmoid().numpy(), probabilities
+    probability, class_logits = run_segmenter(xray.pixels, loaded)
+    if class_logits is None:
+        return probability, None
+    return probability, dict(zip(loaded.config["label_names"], class_logits.softmax(0).tolist()))
 
 
 def measure(mask: np.ndarray, spacing_mm: tuple[float, float] | None, original_shape: tuple[int, int] | None = None) -> LungMeasures:

@@ -12,7 +12,7 @@ from cxr_demo.lungs import Lungs
 def fake_lungs(area: float) -> Lungs:
     mask = np.zeros((100, 100), bool)
     mask[: int(area * 100)] = True
-    return Lungs(mask, mask.astype(np.float32), (0.0, 0.0, 1.0, 1.0), float(mask.mean()), 2, "fake", 0.0)
+    return Lungs(mask, (0.0, 0.0, 1.0, 1.0), float(mask.mean()), 2, "fake", 0.0)
 
 
 def probabilities(upright: float, other: str = "not a chest X-ray") -> dict[str, float]:
