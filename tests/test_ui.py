@@ -109,7 +109,9 @@ def test_model_summary_quotes_the_card_and_the_shortcut(tmp_path, use_zoo):
     import json
 
     folder = export_random_classifier(tmp_path / "m", "mobilenetv2_035")
-    (folder / "metrics.json").write_text(json.dumps({"test": {"macro_f1": 0.9512, "accuracy": 0.95, "ece": 0.02, "n": 535}}))
+    (folder / "metrics.json").write_text(json.dumps({"test": {"macro_f1": 0.9512, "accuracy": 0.95, "ece": 0.02, "n": 535},
+                                                     "audit": {"external": {"accuracy": 0.9, "n": 9}, "lungs_removed": {"accuracy": 0.578, "n": 535}}}))
     use_zoo(zoo.Zoo.from_toml(tiny_zoo_toml(tmp_path, [dict(name="m", task="classify", arch="mobilenetv2_035", labels=LABELS, source=f"local:{folder}")])))
     text = model_summary("m")
     assert "0.951" in text and "n=535" in text and "children" in text
+    assert "Other hospitals: accuracy 0.90 (n=9)" in text and "lungs removed: accuracy **0.58**" in text

@@ -30,10 +30,14 @@ def model_summary(model_name: str | None) -> str:
     except zoo.UnknownModel as error:
         return str(error)
     lines = [f"**{spec.name}** ({spec.arch}): {spec.description}"]
-    test = (zoo.metrics(spec.name) or {}).get("test")
+    metrics = zoo.metrics(spec.name) or {}
+    test, audit = metrics.get("test"), metrics.get("audit")
     if test and {"macro_f1", "accuracy", "ece", "n"} <= set(test):
         lines.append(f"Held-out test split: macro-F1 **{test['macro_f1']:.3f}**, accuracy {test['accuracy']:.3f}, "
                      f"calibration error {test['ece']:.3f} (n={test['n']}, same sources as training).")
+    if audit:
+        lines.append(f"Other hospitals: accuracy {audit['external']['accuracy']:.2f} (n={audit['external']['n']}). "
+                     f"With the lungs removed: accuracy **{audit['lungs_removed']['accuracy']:.2f}** (n={audit['lungs_removed']['n']}; chance 0.33).")
     lines.append("Its Viral Pneumonia images are all of young children from one hospital: the model may be "
                  "recognising a child, not a disease. Check where the heatmap looks.")
     return "\n\n".join(lines)
