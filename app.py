@@ -1,4 +1,5 @@
 """Entry point for `python app.py` and Hugging Face Spaces."""
+import logging
 import os
 
 from cxr_demo.ui import CSS, build_demo
@@ -7,9 +8,15 @@ from cxr_demo.warmup import warm_up_in_background
 demo = build_demo()
 
 if __name__ == "__main__":
+    # one line per refused upload or user mistake in the host's log; tracebacks only for real failures
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("cxr_demo").addHandler(handler)
+    logging.getLogger("cxr_demo").setLevel(logging.INFO)
     warm_up_in_background()
     demo.queue(default_concurrency_limit=2).launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"),
         server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
         css=CSS,
+        max_file_size="200mb",  # read_xray refuses more anyway; Gradio then refuses it before it reaches the disk
     )

@@ -45,6 +45,15 @@ def target_layer(model: torch.nn.Module) -> torch.nn.Module:
     return model.get_submodule(model.feature_info[-1]["module"])
 
 
+def score_layer(model: torch.nn.Module) -> torch.nn.Module:
+    """ScoreCAM's layer: one forward pass per channel, so an EfficientNet/MobileNet uses its last block (320 channels on
+    the same 7x7 grid) instead of the 1x1 head convolution's 1280: a quarter of the passes, the same resolution."""
+    blocks = getattr(model, "blocks", None)
+    if hasattr(model, "conv_head") and blocks is not None and len(blocks) and not hasattr(blocks[-1], "attn"):
+        return blocks[-1]
+    return target_layer(model)
+
+
 def reshape_transform(model: torch.nn.Module):
     """Tokens (B, N, C) or channels-last maps (B, H, W, C) to (B, C, H, W), using the model's own patch grid."""
     patch_embed = getattr(model, "patch_embed", None)
@@ -91,7 +100,7 @@ def class_activation_map(
     """Heatmap (H x W of the input, [0, 1]) for `class_index` (top class if None), and the logits of the same pass."""
     if method not in METHODS:
         raise ValueError(f"Unknown heatmap method {method!r}; choose one of {', '.join(METHODS)}.")
-    layer = target_layer(model)
+    layer = score_layer(model) if method in SLOW_METHODS else target_layer(model)
     targets = None if class_index is None else [ClassifierOutputTarget(class_index)]
     frozen = [p for p in model.parameters() if p.requires_grad]
     for p in frozen:

@@ -13,7 +13,9 @@ Online, `open_clip.create_model_and_transforms("local-dir:weights/<name>")` load
 from __future__ import annotations
 
 import json
+import logging
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import open_clip
@@ -59,6 +61,21 @@ def build(model_cfg: dict, text_pretrained: bool) -> torch.nn.Module:
     return open_clip.CustomTextCLIP(**cfg)
 
 
+@contextmanager
+def _quiet_open_clip_init():
+    """open_clip logs "initialized partially" or "initialized randomly" when it builds a model without its weights. Here
+    the caller loads every weight from model.safetensors next, strictly, so that warning would only alarm a host."""
+    def drop(record: logging.LogRecord) -> bool:
+        return "initialized partially" not in record.getMessage() and "initialized randomly" not in record.getMessage()
+
+    root = logging.getLogger()
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
+
+
 def build_from_folder(folder: Path) -> tuple[torch.nn.Module, object]:
     """Model (weights not loaded) and tokenizer through open_clip's `local-dir:` path.
 
@@ -70,7 +87,8 @@ def build_from_folder(folder: Path) -> tuple[torch.nn.Module, object]:
         if (folder / "text" / "config.json").is_file():
             text_cfg["hf_model_name"] = str(folder / "text")
         overrides["text_cfg"] = {**text_cfg, "hf_model_pretrained": False}
-    model = open_clip.create_model(f"local-dir:{folder}", load_weights=False, **overrides)
+    with _quiet_open_clip_init():
+        model = open_clip.create_model(f"local-dir:{folder}", load_weights=False, pretrained_text=False, **overrides)
     if "hf_tokenizer_name" in text_cfg and not (folder / "tokenizer.json").is_file():
         # a Hub CLIP keeps its tokenizer in the text tower's repo, not beside the weights
         tokenizer = open_clip.tokenizer.HFTokenizer(text_cfg["hf_tokenizer_name"], context_length=text_cfg.get("context_length", 77))

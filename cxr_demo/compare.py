@@ -64,8 +64,9 @@ def run(xray: XRay, task: str, models: list[str], preset: str = "clinical", meth
         lungs: Lungs | None = None) -> Comparison:
     allowed = candidates(task)
     models = list(dict.fromkeys(models))
-    if not 2 <= len(models) <= MAX_MODELS:
-        raise ValueError(f"Pick between 2 and {MAX_MODELS} different models to compare.")
+    fewest = min(2, len(allowed))  # a zoo with one detector can still show it here, alone
+    if not fewest <= len(models) <= MAX_MODELS:
+        raise ValueError(f"Pick between {fewest} and {MAX_MODELS} different models to compare.")
     wrong = [m for m in models if m not in allowed]
     if wrong:
         raise ValueError(f"{', '.join(wrong)} cannot be compared on {task}; choose from {', '.join(allowed)}.")

@@ -33,7 +33,7 @@ from torchvision.utils import draw_bounding_boxes
 from cxr_demo import zoo
 from cxr_demo.io import XRay
 from cxr_demo.preprocess import to_uint8
-from cxr_demo.render import display_pixels, gray_to_rgb_uint8
+from cxr_demo.render import display_pixels, font_file, gray_to_rgb_uint8
 
 
 
@@ -221,6 +221,10 @@ def _load_faster_rcnn(spec: zoo.ModelSpec, config: dict, state: dict, folder: Pa
 
 # --- prediction --------------------------------------------------------------------------------------------------
 
+MIN_BOX_SIDE_PX = 8  # of the uploaded image
+MIN_BOX_SIDE_SHARE = 0.02  # of the image's shorter side: 5 px of a 256 px film, 20 px of a 1024 px one
+MAX_BOX_ASPECT = 6.0
+
 
 @dataclass(frozen=True)
 class Box:
@@ -278,13 +282,26 @@ def predict(xray: XRay, model: str | None = None, score_threshold: float = 0.3, 
         for xyxy, label, score in zip(output["boxes"], output["labels"], output["scores"])
     )
     crop = tuple(round(v, 1) for v in (torch.tensor(prepared.crop, dtype=torch.float32) * to_original).tolist())
+    boxes, slivers = plausible_boxes(boxes, (xray.meta.width, xray.meta.height))
     notes = list(xray.warnings)
+    if slivers:
+        notes.append(f"{slivers} degenerate box{'es' if slivers > 1 else ''} (thinner than {MIN_BOX_SIDE_PX} px or longer than "
+                     f"{MAX_BOX_ASPECT:g}:1, the clipped remains of proposals along the crop edge) not shown.")
     if loaded.options.get("demo"):
         notes.append(demo_warning(int(loaded.options.get("train_images", 16))))
     if not boxes:
         notes.append(f"No box scored {score_threshold:.2f} or more. Lower the score threshold to see weaker candidates.")
     preprocessed = prepared.image[0].numpy() if keep_preprocessed else None
     return DetectResult(loaded.spec.name, boxes, latency, tuple(notes), crop, preprocessed)
+
+
+def plausible_boxes(boxes: tuple[Box, ...], image_size: tuple[int, int]) -> tuple[tuple[Box, ...], int]:
+    """Drop slivers: Faster R-CNN clips proposals that overhang the lung crop to its edge, and what is left of them is
+    a line of a few pixels along the border. No finding is that thin. Returns the kept boxes and how many were dropped."""
+    min_side = max(MIN_BOX_SIDE_PX, MIN_BOX_SIDE_SHARE * min(image_size))
+    kept = tuple(b for b in boxes if min(b.x1 - b.x0, b.y1 - b.y0) >= min_side
+                 and max(b.x1 - b.x0, b.y1 - b.y0) <= MAX_BOX_ASPECT * min(b.x1 - b.x0, b.y1 - b.y0))
+    return kept, len(boxes) - len(kept)
 
 
 # --- ground truth and overlays --------------------------------------------------------------------------------------
@@ -328,18 +345,20 @@ def best_ious(boxes: list[Box] | tuple[Box, ...], others: list[Box] | tuple[Box,
 
 def draw_boxes(pixels: np.ndarray, boxes: tuple[Box, ...] | list[Box], reference: list[Box] | None = None,
                crop: tuple[float, ...] | None = None, original_size: tuple[int, int] | None = None) -> np.ndarray:
-    """Predicted boxes (label and score), ground truth and the lung crop over the X-ray, at display resolution, uint8 RGB.
+    """Predicted boxes (the table's box number and score), ground truth and the lung crop over the X-ray, at display resolution, uint8 RGB.
     Coordinates are in the original image's pixels (`original_size` = its width, height)."""
     base = display_pixels(pixels)
     width, height = original_size or (pixels.shape[1], pixels.shape[0])
     scale = torch.tensor([base.shape[1] / width, base.shape[0] / height] * 2)
     canvas = torch.from_numpy(gray_to_rgb_uint8(base)).permute(2, 0, 1)
     line = max(2, round(max(base.shape) / 250))
+    font = font_file()
     layers = [([crop] if crop else [], CROP_COLOUR, None, 1),
               ([b.xyxy for b in reference or []], REFERENCE_COLOUR, None, line),
-              ([b.xyxy for b in boxes], BOX_COLOUR, [f"{b.label} {b.score:.2f}" for b in boxes], line)]
+              ([b.xyxy for b in boxes], BOX_COLOUR, [f"{i} · {b.score:.2f}" for i, b in enumerate(boxes, start=1)], line)]
     for coords, colour, labels, width_px in layers:
         if coords:
             canvas = draw_bounding_boxes(canvas, torch.tensor(coords, dtype=torch.float32) * scale, labels=labels,
-                                         colors=colour, width=width_px)
+                                         colors=colour, width=width_px, font=font, font_size=max(14, round(max(base.shape) / 40)) if font else None,
+                                         label_colors="white", fill_labels=True)
     return canvas.permute(1, 2, 0).numpy().copy()

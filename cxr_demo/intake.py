@@ -6,8 +6,6 @@
 from __future__ import annotations
 
 import hashlib
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +13,7 @@ import numpy as np
 from cxr_demo.check import UNRELIABLE, InputRefused, Verdict, check
 from cxr_demo.io import XRay
 from cxr_demo.lungs import Lungs, find_lungs
+from cxr_demo.recent import Recent
 
 CACHE_SIZE = 16  # images; a lung mask is 256x256, so the cache stays around a few MB
 
@@ -25,32 +24,7 @@ class Intake:
     lungs: Lungs
 
 
-class _Recent:
-    """A small thread-safe LRU: bounded, so a long afternoon of uploads does not grow the process."""
-
-    def __init__(self, size: int):
-        self.size, self.items, self.lock = size, OrderedDict(), threading.Lock()
-
-    def get(self, key):
-        with self.lock:
-            if key in self.items:
-                self.items.move_to_end(key)
-                return self.items[key]
-        return None
-
-    def put(self, key, value) -> None:
-        with self.lock:
-            self.items[key] = value
-            self.items.move_to_end(key)
-            while len(self.items) > self.size:
-                self.items.popitem(last=False)
-
-    def clear(self) -> None:
-        with self.lock:
-            self.items.clear()
-
-
-_RECENT = _Recent(CACHE_SIZE)
+_RECENT = Recent(CACHE_SIZE)
 
 
 def fingerprint(pixels: np.ndarray) -> str:

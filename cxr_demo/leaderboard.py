@@ -16,6 +16,19 @@ COLUMNS = ("model", "task", "variant", "macro-F1", "precision", "recall", "accur
            "accuracy, lungs removed", "heatmap in lungs", "ECE", "Dice", "IoU", "other-hospital Dice",
            "mAP@0.5", "mAP@[.5:.95]", "min/epoch", "CPU p50 ms", "data / split", "command")
 
+# what fits a desktop screen and answers "which model, and is it right for the right reasons"; the rest can be added
+DEFAULT_COLUMNS = ("model", "task", "variant", "macro-F1", "accuracy", "other-hospital accuracy", "other-hospital n",
+                   "accuracy, lungs removed", "heatmap in lungs", "Dice", "other-hospital Dice", "mAP@0.5", "CPU p50 ms")
+
+
+def shown_columns(chosen: list[str] | None, sort_by: str) -> list[str]:
+    """The columns to show, in the table's order: the chosen ones (the defaults when none), the model and the sort column."""
+    wanted = set(chosen or DEFAULT_COLUMNS) | {"model", sort_by}
+    unknown = wanted - set(COLUMNS)
+    if unknown:
+        raise ValueError(f"Unknown leaderboard column(s) {', '.join(sorted(unknown))}; choose from {', '.join(COLUMNS)}.")
+    return [c for c in COLUMNS if c in wanted]
+
 
 @dataclass(frozen=True)
 class Entry:

@@ -2,9 +2,11 @@
 
     python -m cxr_demo.loadtest --clients 4 --seconds 60          # starts app.py itself on a free port
     python -m cxr_demo.loadtest --url http://127.0.0.1:7860/       # or an app that is already running
+    python -m cxr_demo.loadtest --clients 2 --requests 200 --mix full   # memory after an afternoon of mixed clicks
 
-Each client loops over the endpoints (classify, zeroshot, segment, and detect when the zoo has a detector) with the example
-images until the time is up. The last line is one JSON object: requests, failures, throughput and p50/p95 per endpoint.
+Each client loops over the endpoints (classify, zeroshot, segment, and detect when the zoo has a detector; `--mix full` adds
+Compare and a ScoreCAM heatmap) with the example images until the time or the request count is up. The last line is one JSON
+object: requests, failures, throughput, p50/p95 per endpoint and, for an app it started, the server's resident memory.
 """
 from __future__ import annotations
 
@@ -20,6 +22,22 @@ from cxr_demo import examples, zoo
 from cxr_demo.bench import REPO_ROOT, free_port
 
 ENDPOINTS = {"classify": "/classify", "zeroshot": "/zeroshot", "segment": "/segment", "detect": "/detect"}
+FULL_MIX = {"compare": "/compare", "scorecam": "/classify"}  # the heaviest clicks: four models at once, a heatmap of 320 passes
+
+
+def request_args(endpoint: str) -> tuple:
+    """The inputs after the image: ScoreCAM is the Classify endpoint with its slowest heatmap."""
+    return (zoo.default("classify").name, "ScoreCAM") if endpoint == "scorecam" else ()
+
+
+def server_memory_mb(pid: int) -> dict:
+    """Resident and peak resident memory of a process, from /proc (Linux)."""
+    fields = {}
+    for line in open(f"/proc/{pid}/status"):
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = round(int(value.split()[0]) / 1024, 1)
+    return {"server_rss_mb": fields.get("VmRSS"), "server_peak_rss_mb": fields.get("VmHWM")}
 
 
 def start_app() -> tuple[object, str]:
@@ -43,16 +61,16 @@ def start_app() -> tuple[object, str]:
     raise SystemExit("app.py did not start within 120 s")
 
 
-def client_loop(url: str, endpoints: list[str], images: list[str], stop_at: float, record) -> None:
+def client_loop(url: str, endpoints: list[str], images: list[str], stop_at: float, record, more) -> None:
     from gradio_client import Client, handle_file
 
     client = Client(url, verbose=False)
     i = 0
-    while time.time() < stop_at:
+    while time.time() < stop_at and more():
         endpoint, image = endpoints[i % len(endpoints)], images[i % len(images)]
         start = time.perf_counter()
         try:
-            client.predict(handle_file(image), api_name=ENDPOINTS[endpoint])
+            client.predict(handle_file(image), *request_args(endpoint), api_name={**ENDPOINTS, **FULL_MIX}[endpoint])
             record(endpoint, (time.perf_counter() - start) * 1000, None)
         except Exception as error:  # noqa: BLE001 - every failure counts, whatever it is
             record(endpoint, (time.perf_counter() - start) * 1000, f"{type(error).__name__}: {error}")
@@ -63,10 +81,12 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--requests", type=int, help="stop after this many requests in all (default: only the time limit)")
+    parser.add_argument("--mix", choices=("tabs", "full"), default="tabs", help="full: also Compare and a ScoreCAM heatmap")
     parser.add_argument("--url", help="an app that is already running (default: start app.py)")
     args = parser.parse_args(argv)
     process, url = (None, args.url) if args.url else start_app()
-    endpoints = [task for task in ENDPOINTS if zoo.names(task)]
+    endpoints = [task for task in ENDPOINTS if zoo.names(task)] + (list(FULL_MIX) if args.mix == "full" else [])
     images = examples.paths()
     times: dict[str, list[float]] = defaultdict(list)
     failures: list[str] = []
@@ -78,16 +98,21 @@ def main(argv=None) -> dict:
             if error:
                 failures.append(f"{endpoint}: {error}")
 
+    def more() -> bool:
+        with lock:
+            return args.requests is None or sum(len(v) for v in times.values()) < args.requests
+
     try:
         started = time.time()
         stop_at = started + args.seconds
-        threads = [threading.Thread(target=client_loop, args=(url, endpoints[k:] + endpoints[:k], images, stop_at, record))
+        threads = [threading.Thread(target=client_loop, args=(url, endpoints[k:] + endpoints[:k], images, stop_at, record, more))
                    for k in range(args.clients)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
         elapsed = time.time() - started
+        memory = server_memory_mb(process.pid) if process is not None else {}
     finally:
         if process is not None:
             process.terminate()
@@ -96,10 +121,12 @@ def main(argv=None) -> dict:
               "throughput_rps": round(total / elapsed, 2),
               "endpoints": {e: {"n": len(v), "p50_ms": round(float(np.percentile(v, 50)), 1), "p95_ms": round(float(np.percentile(v, 95)), 1)}
                             for e, v in times.items()},
-              "first_failures": failures[:3]}
+              **memory, "first_failures": failures[:3]}
     for endpoint, row in result["endpoints"].items():
         print(f"{endpoint:<9} n={row['n']:<4} p50 {row['p50_ms']:7.0f} ms  p95 {row['p95_ms']:7.0f} ms (client-side, queue included)")
     print(f"{total} requests from {args.clients} clients in {elapsed:.0f} s: {result['throughput_rps']} req/s, {len(failures)} failed")
+    if memory:
+        print(f"server memory after them: {memory['server_rss_mb']} MB resident, {memory['server_peak_rss_mb']} MB at the peak")
     print(json.dumps(result))
     return result
 

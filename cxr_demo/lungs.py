@@ -50,16 +50,25 @@ def run_segmenter(pixels: np.ndarray, loaded: zoo.Loaded) -> tuple[np.ndarray, t
 
 
 def two_largest(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """Keep the two biggest components (the lungs); a stomach bubble or a speck outside the chest is dropped.
-    Also returns how many components hold at least 1% of the image."""
+    """Keep the two lungs: the biggest component, and the next biggest if it is lung-sized and starts as high as a lung.
+    A stomach bubble or a speck outside the chest is dropped. Also returns how many components hold at least 1% of the image."""
     labels, count = ndimage.label(mask)
     if count == 0:
         return mask, 0
     sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
     keep = np.argsort(sizes)[::-1][:2]
     keep = keep[sizes[keep] >= 0.15 * sizes[keep[0]]]  # a second "lung" a seventh the size of the first is not one
+    if len(keep) == 2 and not _starts_above_middle_of(labels == keep[1] + 1, labels == keep[0] + 1):
+        keep = keep[:1]  # both apices lie near the top of the chest; the gastric bubble sits under the diaphragm
     large = int((sizes >= 0.01 * mask.size).sum())
     return np.isin(labels, keep + 1), large
+
+
+def _starts_above_middle_of(candidate: np.ndarray, lung: np.ndarray) -> bool:
+    """Whether `candidate`'s top row lies above the vertical centre of `lung`, as the other lung's apex does."""
+    top = np.flatnonzero(candidate.any(1))[0]
+    rows = np.flatnonzero(lung.any(1))
+    return top < (rows[0] + rows[-1]) / 2
 
 
 def lung_box(mask: np.ndarray, margin: float = BOX_MARGIN) -> Box:

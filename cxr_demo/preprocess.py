@@ -1,9 +1,9 @@
 """Pixel preprocessing shared by training and inference, so both see identical inputs."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
 PREPROCESS_STEPS = ("equalize", "none")
@@ -61,5 +61,5 @@ def model_input(
 
 def upsample_to(heatmap: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Bilinear resize of a float HxW map to another shape."""
-    t = torch.from_numpy(np.ascontiguousarray(heatmap, dtype=np.float32))[None, None]
-    return F.interpolate(t, size=shape, mode="bilinear", align_corners=False)[0, 0].numpy()
+    # OpenCV's INTER_LINEAR samples at pixel centres, as torch's align_corners=False does, in a fraction of the time
+    return cv2.resize(np.ascontiguousarray(heatmap, dtype=np.float32), (int(shape[1]), int(shape[0])), interpolation=cv2.INTER_LINEAR)

@@ -1,37 +1,74 @@
 """Everything that turns plain results into pictures. No model code, no Gradio."""
 from __future__ import annotations
 
+import textwrap
+
+import cv2  # opencv-python-headless, which grad-cam already brings
 import numpy as np
 from PIL import Image
 from scipy import ndimage
-from pytorch_grad_cam.utils.image import show_cam_on_image
-
-from cxr_demo.preprocess import upsample_to
 
 DISPLAY_MAX_SIDE = 768
+DISPLAY_MIN_SIDE = 512  # a 224 px film drawn at its own size is a stamp in a 420 px panel, and its labels unreadable
 
 
-def display_pixels(pixels: np.ndarray, max_side: int = DISPLAY_MAX_SIDE) -> np.ndarray:
-    """Downsample float [0, 1] pixels for the browser; the models never see this copy."""
+def display_pixels(pixels: np.ndarray, max_side: int = DISPLAY_MAX_SIDE, min_side: int = DISPLAY_MIN_SIDE) -> np.ndarray:
+    """Float [0, 1] pixels resized for the browser (longest side between `min_side` and `max_side`); the models never see this copy."""
     h, w = pixels.shape
-    if max(h, w) <= max_side:
+    longest = max(h, w)
+    if min_side <= longest <= max_side:
         return pixels
-    scale = max_side / max(h, w)
+    scale = (max_side if longest > max_side else min_side) / longest
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return np.asarray(Image.fromarray(pixels.astype(np.float32), mode="F").resize(size, Image.BILINEAR))
+    # area averaging does not alias when shrinking a big film; bilinear is smooth when enlarging a small one
+    return cv2.resize(np.asarray(pixels, np.float32), size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
 
 
 def gray_to_rgb_uint8(pixels: np.ndarray) -> np.ndarray:
-    return np.repeat((np.clip(pixels, 0, 1) * 255 + 0.5).astype(np.uint8)[..., None], 3, axis=2)
+    return cv2.cvtColor(cv2.convertScaleAbs(np.clip(pixels, 0, 1), alpha=255), cv2.COLOR_GRAY2RGB)
 
 
 def heatmap_overlay(pixels: np.ndarray, heatmap: np.ndarray, opacity: float = 0.45) -> np.ndarray:
-    """Jet-coloured heatmap blended over the X-ray, at display resolution, as uint8 RGB."""
+    """Jet-coloured heatmap blended over the X-ray, at display resolution, as uint8 RGB.
+    The same colours as pytorch-grad-cam's show_cam_on_image, blended in uint8: a sixth of its time at 768 px."""
     base = display_pixels(pixels)
-    cam = np.clip(upsample_to(heatmap, base.shape), 0.0, 1.0)
-    rgb = np.repeat(np.clip(base, 0, 1)[..., None], 3, axis=2).astype(np.float32)
+    cam = cv2.resize(np.asarray(heatmap, np.float32), base.shape[::-1], interpolation=cv2.INTER_LINEAR)
+    colours = cv2.cvtColor(cv2.applyColorMap(cv2.convertScaleAbs(np.clip(cam, 0, 1), alpha=255), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
     opacity = float(np.clip(opacity, 0.0, 1.0))
-    return show_cam_on_image(rgb, cam, use_rgb=True, image_weight=1.0 - opacity)
+    return cv2.addWeighted(gray_to_rgb_uint8(base), 1.0 - opacity, colours, opacity, 0)
+
+
+def font_file() -> str | None:
+    """A legible TrueType font: matplotlib (which grad-cam brings) ships DejaVu. PIL's and torchvision's fallback is 6 px high."""
+    import os
+
+    import matplotlib
+
+    path = os.path.join(matplotlib.get_data_path(), "fonts", "ttf", "DejaVuSans-Bold.ttf")
+    return path if os.path.isfile(path) else None
+
+
+def label_font(size: int):
+    from PIL import ImageFont
+
+    path = font_file()
+    return ImageFont.truetype(path, size) if path else ImageFont.load_default(size)
+
+
+def with_colour_scale(rgb: np.ndarray, low: str = "low", high: str = "high", title: str = "heatmap") -> np.ndarray:
+    """The overlay with the jet colour scale drawn as a labelled strip under it: which colour means more."""
+    from PIL import ImageDraw
+
+    h, w = rgb.shape[:2]
+    strip_h = max(22, w // 22)
+    ramp = cv2.applyColorMap(np.linspace(0, 255, w).astype(np.uint8)[None].repeat(strip_h, 0), cv2.COLORMAP_JET)
+    strip = Image.fromarray(cv2.cvtColor(ramp, cv2.COLOR_BGR2RGB))
+    draw, font = ImageDraw.Draw(strip), label_font(int(strip_h * 0.6))
+    middle = strip_h // 2
+    draw.text((6, middle), low, fill="white", font=font, anchor="lm")
+    draw.text((w // 2, middle), title, fill="black", font=font, anchor="mm")
+    draw.text((w - 6, middle), high, fill="white", font=font, anchor="rm")
+    return np.concatenate([rgb, np.asarray(strip)], axis=0)
 
 
 BOX_COLOUR = (40, 220, 90)
@@ -96,7 +133,7 @@ def confusion_figure(matrix: list[list[int]], labels: list[str], title: str):
     fig, ax = plt.subplots(figsize=(4.2, 3.8), dpi=100)
     ConfusionMatrixDisplay(np.asarray(matrix), display_labels=[label.replace(" ", "\n") for label in labels]).plot(
         ax=ax, colorbar=False, cmap="Blues")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(textwrap.fill(title, 48), fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -116,7 +153,7 @@ def reliability_figure(bins: dict[str, list], title: str):
     ax.scatter(np.asarray(bins["confidence"])[used], np.asarray(bins["accuracy"])[used], s=12 + 60 * count[used] / count.max(), c="C1",
                zorder=3, label="mean confidence (size: images)")
     ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="confidence of the top class", ylabel="accuracy")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(textwrap.fill(title, 48), fontsize=9)
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     return fig

@@ -13,6 +13,7 @@ from cxr_demo.lungs import Lungs, run_segmenter, two_largest
 from cxr_demo.preprocess import upsample_to
 
 MID_GRAY_LIMIT = 0.05  # share of pixels between 10% and 90% grey beyond which a "mask" is really a picture
+CHEST_FILM_CM = (20.0, 55.0)  # the longer side of a chest film: a child's cassette to the largest adult detector
 
 
 @dataclass(frozen=True)
@@ -63,8 +64,13 @@ def predict(xray: XRay, model: str | None = None, reference: np.ndarray | None =
     if reference is not None:
         dice, iou = overlap(mask, reference)
     label = loaded.config.get("mask_label") or (loaded.config.get("label_names") or ["lung"])[0]
+    spacing = xray.meta.pixel_spacing_mm
+    doubt = implausible_spacing(spacing, (xray.meta.height, xray.meta.width))
+    if doubt:
+        notes.append(doubt)
+        spacing = None
     # measured on the model's own grid, scaled to the original pixels: the same areas, at a tenth of the cost of a full-size mask
-    measures = measure(grid_mask, xray.meta.pixel_spacing_mm, (xray.meta.height, xray.meta.width))
+    measures = measure(grid_mask, spacing, (xray.meta.height, xray.meta.width))
     return SegmentResult(loaded.spec.name, label, mask, measures, latency, dice, iou, tuple(notes), probabilities)
 
 
@@ -99,6 +105,20 @@ def measure(mask: np.ndarray, spacing_mm: tuple[float, float] | None, original_s
     return LungMeasures(total, right, left, in_cm2(total), in_cm2(right), in_cm2(left))
 
 
+def implausible_spacing(spacing_mm: tuple[float, float] | None, shape: tuple[int, int]) -> str | None:
+    """Why the file's pixel spacing cannot be right for a chest film (a film resized without updating PixelSpacing is
+    common in public datasets), or None when it is plausible or absent."""
+    if spacing_mm is None:
+        return None
+    height_cm, width_cm = shape[0] * spacing_mm[0] / 10, shape[1] * spacing_mm[1] / 10
+    low, high = CHEST_FILM_CM
+    if low <= max(height_cm, width_cm) <= high:
+        return None
+    return (f"The file's pixel spacing ({spacing_mm[0]:.3g} × {spacing_mm[1]:.3g} mm) makes this film {width_cm:.0f} × {height_cm:.0f} cm, "
+            f"but a chest film measures {low:.0f} to {high:.0f} cm: the image was probably resized without updating its spacing. "
+            "Areas are given in pixels only.")
+
+
 def overlap(mask: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
     inter = float(np.logical_and(mask, reference).sum())
     total = float(mask.sum() + reference.sum())
@@ -106,12 +126,16 @@ def overlap(mask: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
     return (2 * inter / total if total else 1.0), (inter / union if union else 1.0)
 
 
-def reference_mask(pixels: np.ndarray, shape: tuple[int, int], original_size: tuple[int, int]) -> np.ndarray:
-    """Validate an uploaded ground-truth mask (float [0, 1], as read by read_xray) and bring it onto the image's grid."""
+def reference_mask(pixels: np.ndarray, shape: tuple[int, int], original_size: tuple[int, int],
+                   mask_size: tuple[int, int] | None = None) -> tuple[np.ndarray, str | None]:
+    """Validate an uploaded ground-truth mask (float [0, 1], as read by read_xray) and bring it onto the image's grid.
+    `mask_size` is the mask file's own (width, height). Returns the mask and a note when it had to be resized."""
     h, w = pixels.shape
     ow, oh = original_size
+    mw, mh = mask_size or (w, h)
     if abs(h / w - oh / ow) > 0.02:
-        raise InvalidImage(f"The mask is {w}x{h} pixels but the image is {ow}x{oh}: they must have the same shape.")
+        raise InvalidImage(f"The mask is {mw}x{mh} pixels but the image is {ow}x{oh}: their shapes differ, so the mask cannot "
+                           "belong to this image. Upload the mask made for this image.")
     mid_gray = float(((pixels > 0.1) & (pixels < 0.9)).mean())
     if mid_gray > MID_GRAY_LIMIT:
         raise InvalidImage(f"The mask is not binary: {mid_gray:.0%} of its pixels are grey. Upload a black-and-white mask (0 = background).")
@@ -120,4 +144,7 @@ def reference_mask(pixels: np.ndarray, shape: tuple[int, int], original_size: tu
         raise InvalidImage("The mask is empty (all black): there is nothing to compare with.")
     if binary.all():
         raise InvalidImage("The mask is all white: it marks no boundary to compare with.")
-    return upsample_to(binary.astype(np.float32), shape) >= 0.5
+    resized = None if (mw, mh) == (ow, oh) else (
+        f"Your mask is {mw}x{mh} pixels and the image {ow}x{oh}: the mask was resized to the image (same aspect ratio). "
+        "Dice is only meaningful if the mask was drawn on this very image.")
+    return upsample_to(binary.astype(np.float32), shape) >= 0.5, resized

@@ -5,9 +5,7 @@
 """
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from cxr_demo.io import InvalidImage, XRay, read_xray
 from cxr_demo.metrics import classification_report
 from cxr_demo.lungs import Lungs, crop_to_box, find_lungs
 from cxr_demo.preprocess import model_input
+from cxr_demo.recent import Recent
 
 NEGATION = "no {}"  # CheXzero's negative prompt for each positive one
 
@@ -83,34 +82,26 @@ class TextEmbeddingCache:
     """Normalised text embeddings per (model, text), least recently used first out. Thread-safe."""
 
     def __init__(self, max_items: int = 8192):
-        self.max_items = max_items
-        self._items: OrderedDict[tuple[str, str], torch.Tensor] = OrderedDict()
-        self._lock = threading.Lock()
+        self._recent = Recent(max_items)
         self.hits = self.misses = 0
 
     def embed(self, loaded: zoo.Loaded, texts: list[str]) -> torch.Tensor:
         name = loaded.spec.name
-        with self._lock:
-            missing = list(dict.fromkeys(t for t in texts if (name, t) not in self._items))
-            self.hits += len(texts) - len(missing)
-            self.misses += len(missing)
+        vectors = {text: self._recent.get((name, text)) for text in dict.fromkeys(texts)}
+        missing = [text for text, vector in vectors.items() if vector is None]
+        self.hits += len(texts) - len(missing)  # statistics for tests and the bench; a lost update under threads is harmless
+        self.misses += len(missing)
         if missing:
             with loaded.lock, torch.inference_mode():
                 embedded = loaded.module.encode_text(missing)
-            with self._lock:
-                for text, vector in zip(missing, embedded):
-                    self._items[(name, text)] = vector
-                while len(self._items) > self.max_items:
-                    self._items.popitem(last=False)
-        with self._lock:
-            for text in texts:
-                self._items.move_to_end((name, text))
-            return torch.stack([self._items[(name, t)] for t in texts])
+            for text, vector in zip(missing, embedded):
+                self._recent.put((name, text), vector)
+                vectors[text] = vector
+        return torch.stack([vectors[t] for t in texts])
 
     def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-            self.hits = self.misses = 0
+        self._recent.clear()
+        self.hits = self.misses = 0
 
 
 TEXT_CACHE = TextEmbeddingCache()
@@ -209,19 +200,21 @@ class LabelledSample:
         return cls(tuple(paths), tuple(labels))
 
 
-_IMAGE_CACHE: dict[tuple[str, str], torch.Tensor] = {}
+_IMAGE_CACHE = Recent(1024)  # (model, file) -> embedding: a playground sample is tens of images, each a few hundred floats
 
 
 def sample_embeddings(loaded: zoo.Loaded, sample: LabelledSample, batch_size: int = 32) -> torch.Tensor:
     """Image embeddings of a sample, cached per model and file, so re-scoring prompts costs only the text side."""
     key = lambda p: (loaded.spec.name, str(p))  # noqa: E731
-    todo = [p for p in sample.paths if key(p) not in _IMAGE_CACHE]
+    vectors = {p: _IMAGE_CACHE.get(key(p)) for p in sample.paths}
+    todo = [p for p, vector in vectors.items() if vector is None]
     for start in range(0, len(todo), batch_size):
         chunk = todo[start:start + batch_size]
         batch = torch.cat([image_input(read_xray(p), loaded) for p in chunk])
         for path, vector in zip(chunk, embed_images(loaded, batch)):
-            _IMAGE_CACHE[key(path)] = vector
-    return torch.stack([_IMAGE_CACHE[key(p)] for p in sample.paths])
+            _IMAGE_CACHE.put(key(path), vector)
+            vectors[path] = vector
+    return torch.stack([vectors[p] for p in sample.paths])
 
 
 @dataclass(frozen=True)

@@ -214,8 +214,17 @@ def register_loader(task: str) -> Callable[[Loader], Loader]:
     return wrap
 
 
-@register_loader("classify")
 @register_loader("check")
+def _load_input_check(spec: ModelSpec, config: dict, state: dict, folder: Path) -> torch.nn.Module:
+    """The input check needs no gradients, so it runs in ONNX Runtime like the segmenters (a third of eager's time)."""
+    from cxr_demo.runtime import with_onnxruntime
+
+    model = _load_timm_classifier(spec, config, state, folder).eval()
+    example = torch.zeros(1, int(config.get("model_args", {}).get("in_chans", 3)), spec.input_size, spec.input_size)
+    return with_onnxruntime(model, example, spec.name)
+
+
+@register_loader("classify")
 def _load_timm_classifier(spec: ModelSpec, config: dict, state: dict, folder: Path) -> torch.nn.Module:
     import timm
 

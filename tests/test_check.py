@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from cxr_demo.recent import Recent
+
 from cxr_demo import check, intake
 from cxr_demo.io import SafeMeta, XRay
 from cxr_demo.lungs import Lungs
@@ -56,7 +58,7 @@ def test_intake_runs_once_per_image_and_the_cache_is_bounded(monkeypatch):
     calls = []
     monkeypatch.setattr(intake, "find_lungs", lambda xray, model=None: calls.append(1) or fake_lungs(0.3))
     monkeypatch.setattr(intake, "check", lambda xray, lungs, model=None: check.Verdict(False, "", check.UPRIGHT))
-    monkeypatch.setattr(intake, "_RECENT", intake._Recent(3))
+    monkeypatch.setattr(intake, "_RECENT", Recent(3))
     meta = SafeMeta("png", 64, 64)
     image = np.random.default_rng(0).random((64, 64)).astype(np.float32)
     first = intake.intake(XRay(image, meta))

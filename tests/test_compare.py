@@ -63,7 +63,7 @@ def test_box_agreement():
 
 def test_compare_handler_defaults_and_gallery(example_dicom):
     gallery, table, notes = compare_tab.compare_image(str(example_dicom))
-    rows = table.value["data"] if isinstance(table.value, dict) else table.value
+    rows = table.values.tolist()  # a plain DataFrame: the API serves it as {"headers", "data"}
     assert len(gallery) == len(rows) >= 2
     assert rows[0][0] == zoo.default("classify").name
     assert "Top-class agreement" in notes

@@ -290,7 +290,7 @@ def test_detect_handler_draws_boxes_and_scores_ground_truth(det_zoo, example_png
     truth = tmp_path / "truth.csv"
     truth.write_text("x,y,width,height,label\n40,60,70,90,Lung Opacity\n")
     overlay, rows, notes, preprocessed = detect_image(str(example_png), None, 0.0, 0.5, True, str(truth))
-    assert overlay.shape == (224, 224, 3) and overlay.dtype == np.uint8
+    assert overlay.shape == (512, 512, 3) and overlay.dtype == np.uint8  # a 224 px film is enlarged for the browser
     assert all(len(r) == len(BOX_HEADERS) for r in rows)
     truth_rows = [r for r in rows if r[0].startswith("truth")]
     assert len(truth_rows) == 1 and 0 <= float(truth_rows[0][-1]) <= 1
@@ -301,11 +301,13 @@ def test_detect_handler_draws_boxes_and_scores_ground_truth(det_zoo, example_png
 
 
 def test_overlay_marks_boxes_in_their_colour():
-    pixels = np.full((100, 200), 0.5, np.float32)
-    box = detect.Box(20, 10, 120, 80, "Lung Opacity", 0.9)
-    overlay = detect.draw_boxes(pixels, [box], original_size=(400, 200))  # boxes given on a 2x larger original
-    assert tuple(overlay[5, 30]) == detect.BOX_COLOUR  # top edge at y = 10 / 2
-    assert tuple(overlay[20, 30]) != detect.BOX_COLOUR
+    pixels = np.full((300, 600), 0.5, np.float32)
+    box = detect.Box(40, 20, 240, 200, "Lung Opacity", 0.9)
+    overlay = detect.draw_boxes(pixels, [box], original_size=(1200, 600))  # boxes given on a 2x larger original
+    assert tuple(overlay[10, 100]) == detect.BOX_COLOUR  # top edge at y = 20 / 2
+    assert tuple(overlay[70, 60]) != detect.BOX_COLOUR  # inside, below the label
+    label_row = overlay[12:28, 21:60]
+    assert (label_row == 255).all(axis=2).any()  # white label text on the box colour
 
 
 @pytest.mark.parametrize("csv_text, words", [

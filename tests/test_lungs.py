@@ -15,6 +15,17 @@ def two_lungs_and_a_bubble(size: int = 100) -> np.ndarray:
     return mask
 
 
+def test_a_large_bubble_below_the_diaphragm_is_not_the_second_lung():
+    mask = np.zeros((100, 100), bool)
+    mask[15:75, 10:45] = True  # the one lung the segmenter found
+    mask[70:90, 55:85] = True  # a gastric bubble bigger than 15% of it, starting below the lung's middle
+    kept, _ = lungs.two_largest(mask)
+    assert kept[:, 50:].sum() == 0 and kept[15:75, 10:45].all()
+    mask[10:60, 58:88] = True  # now the other lung is there too: it starts as high as the first
+    kept, _ = lungs.two_largest(mask)
+    assert kept[10:60, 58:88].all() and not kept[80:90, 55:85].any()
+
+
 def test_two_largest_drops_a_stomach_bubble_and_counts_components():
     cleaned, large = lungs.two_largest(two_lungs_and_a_bubble())
     assert not cleaned[80:86, 60:66].any()

@@ -103,14 +103,20 @@ def test_overlap():
 
 class TestReferenceMask:
     def test_binary_mask_is_resized_onto_the_image(self):
-        ref = segment.reference_mask(two_lungs().astype(np.float32), (400, 600), (600, 400))
+        ref, note = segment.reference_mask(two_lungs().astype(np.float32), (400, 600), (600, 400), (600, 400))
         assert ref.shape == (400, 600) and ref.sum() == pytest.approx(80000, rel=0.02)
+        assert note is None  # the mask file has the image's own size
+
+    def test_a_mask_of_another_size_is_resized_and_said_so(self):
+        ref, note = segment.reference_mask(two_lungs(256, 256).astype(np.float32), (1024, 1024), (1024, 1024), (256, 256))
+        assert ref.shape == (1024, 1024)
+        assert "256x256" in note and "1024x1024" in note and "resized" in note
 
     @pytest.mark.parametrize("pixels, words", [
         (np.zeros((200, 300), np.float32), "empty"),
         (np.ones((200, 300), np.float32), "all white"),
         (np.tile(np.linspace(0, 1, 300, dtype=np.float32), (200, 1)), "not binary"),
-        (np.zeros((300, 300), np.float32), "same shape"),
+        (np.zeros((300, 300), np.float32), "shapes differ"),
     ])
     def test_bad_masks(self, pixels, words):
         with pytest.raises(InvalidImage, match=words):
@@ -136,7 +142,8 @@ def test_predictor_returns_a_mask_at_image_resolution(seg_zoo, use_zoo, example_
     result = segment.predict(xray, reference=two_lungs(1024, 1024))
     assert result.mask.shape == (1024, 1024) and result.mask.dtype == bool
     assert result.dice is not None and 0 <= result.dice <= 1
-    assert result.measures.area_cm2 is not None or result.measures.area_px == 0
+    has_cm2 = segment.implausible_spacing(xray.meta.pixel_spacing_mm, xray.shape) is None
+    assert (result.measures.area_cm2 is not None) == (has_cm2 and result.measures.area_px > 0)
 
 
 def test_segment_handler_with_a_reference_mask(seg_zoo, use_zoo, example_png, tmp_path):
@@ -145,7 +152,7 @@ def test_segment_handler_with_a_reference_mask(seg_zoo, use_zoo, example_png, tm
     Image.fromarray(two_lungs(224, 224).astype(np.uint8) * 255).save(ref)
     overlay, rows, notes, probabilities = segment_image(str(example_png), None, str(ref), 0.4)
     assert probabilities is None  # a single-task segmenter does not classify
-    assert overlay.shape == (224, 224, 3)
+    assert overlay.shape == (512, 512, 3)
     assert any(r[0] == "Dice vs your mask" for r in rows)
     assert "yellow" in notes and "pixels only" in notes
 
@@ -153,9 +160,40 @@ def test_segment_handler_with_a_reference_mask(seg_zoo, use_zoo, example_png, tm
 def test_segment_handler_rejects_a_wrong_mask(seg_zoo, use_zoo, example_png, tmp_path):
     use_zoo(seg_zoo)
     ref = tmp_path / "wide.png"
-    Image.fromarray(np.zeros((100, 300), np.uint8)).save(ref)
-    with pytest.raises(gr.Error, match="same shape|empty|flat"):
+    Image.fromarray(two_lungs(100, 300).astype(np.uint8) * 255).save(ref)
+    with pytest.raises(gr.Error, match="shapes differ"):
         segment_image(str(example_png), None, str(ref))
+
+
+def test_segment_handler_says_when_it_resized_the_mask(seg_zoo, use_zoo, example_dicom, tmp_path):
+    use_zoo(seg_zoo)
+    ref = tmp_path / "small.png"
+    Image.fromarray(two_lungs(256, 256).astype(np.uint8) * 255).save(ref)
+    _, rows, notes, _ = segment_image(str(example_dicom), None, str(ref))
+    assert "Your mask is 256x256 pixels and the image 1024x1024" in notes
+    assert any(r[0] == "Dice vs your mask" for r in rows)
+
+
+@pytest.mark.parametrize("spacing, shape, plausible", [
+    ((0.168, 0.168), (1024, 1024), False),  # SIIM: 17 cm, a film resized without updating PixelSpacing
+    ((0.143, 0.143), (3000, 2500), True),  # 43 x 36 cm
+    ((0.7, 0.7), (1024, 1024), False),  # 72 cm
+    (None, (1024, 1024), True),
+])
+def test_pixel_spacing_is_checked_against_a_chest_film(spacing, shape, plausible):
+    doubt = segment.implausible_spacing(spacing, shape)
+    assert (doubt is None) == plausible
+    if not plausible:
+        assert "pixels only" in doubt
+
+
+def test_implausible_spacing_gives_no_cm2(seg_zoo, use_zoo, example_dicom):
+    use_zoo(seg_zoo)
+    xray = read_xray(example_dicom)
+    if segment.implausible_spacing(xray.meta.pixel_spacing_mm, xray.shape) is None:
+        pytest.skip("the example DICOM's spacing is plausible")
+    result = segment.predict(xray)
+    assert result.measures.area_cm2 is None and any("pixel spacing" in w for w in result.warnings)
 
 
 def test_a_few_segmentation_steps_train_and_export(tmp_path, example_png):

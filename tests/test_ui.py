@@ -18,7 +18,11 @@ def small_models(tiny_zoo, use_zoo):
 def test_classify_handler_returns_every_output(example_png):
     probabilities, overlay, metadata, notes, why = classify_image(str(example_png), "tiny-cnn", "GradCAM", TOP_PREDICTION, 0.5)
     assert set(probabilities) == set(LABELS)
-    assert overlay.dtype == np.uint8 and overlay.shape == (224, 224, 3)
+    # the 224 px film enlarged to 512 px for the browser, with the heatmap's colour scale drawn under it
+    assert overlay.dtype == np.uint8 and overlay.shape[1:] == (512, 3) and overlay.shape[0] > 512
+    scale = overlay[520:, 5:-5].astype(int)
+    assert scale[..., 2].mean(axis=0)[:40].mean() > scale[..., 0].mean(axis=0)[:40].mean()  # blue at "low"
+    assert scale[..., 0].mean(axis=0)[-40:].mean() > scale[..., 2].mean(axis=0)[-40:].mean()  # red at "high"
     assert ["format", "PNG"] in metadata
     assert "GradCAM" in notes and "View position unknown" in notes
     assert "Input check:** Passed" in why and "of the heatmap lies inside the lung mask" in why
@@ -48,19 +52,20 @@ def test_the_counterfactual_blanks_the_lungs_and_reports_the_answer(example_png)
 
     text, blanked = classify_without_lungs(str(example_png), "tiny-cnn")
     assert text.startswith("With the lungs removed, **tiny-cnn** says")
-    assert blanked.shape == (224, 224, 3)
+    assert blanked.shape == (512, 512, 3)
     assert (blanked[..., 0] == np.median(blanked[..., 0])).mean() > 0.2  # a large grey area where the lungs were
 
 
 def test_opacity_zero_shows_the_plain_image(example_png):
     _, plain, _, _, _ = classify_image(str(example_png), "tiny-cnn", "GradCAM", TOP_PREDICTION, 0.0)
-    assert np.ptp(plain.astype(int), axis=2).max() <= 1  # gray: no colour from the heatmap
+    film = plain[:512]  # the colour scale strip under it is coloured by design
+    assert np.ptp(film.astype(int), axis=2).max() <= 1  # gray: no colour from the heatmap
 
 
 def test_dicom_metadata_is_shown(example_dicom):
     _, overlay, metadata, _, _ = classify_image(str(example_dicom), "tiny-cnn")
     assert ["modality", "CR"] in metadata and ["view position", "PA"] in metadata
-    assert max(overlay.shape[:2]) == 768  # display copy, not the full 1024 px
+    assert overlay.shape[1] == 768  # display copy, not the full 1024 px
 
 
 @pytest.mark.parametrize("upload, message", [

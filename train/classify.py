@@ -19,6 +19,7 @@ from timm.scheduler import create_scheduler_v2
 import torch
 import torch.nn.functional as F
 from huggingface_hub import ModelCardData
+from safetensors.torch import load_file
 from timm.models._manipulate import group_with_matcher
 from timm.utils import ModelEmaV3
 from torchvision.transforms import v2
@@ -37,7 +38,7 @@ class ClassifyConfig:
     data: str
     arch: str = "tf_efficientnet_lite0"
     name: str | None = None
-    init: str | None = None  # a local .safetensors file, "hub" (needs network) or None for random
+    init: str | None = None  # a local .safetensors file, a zoo checkpoint folder (fine-tune it), "hub" (needs network) or None
     epochs: int = 20
     lr: float = 5e-5
     weight_decay: float = 1e-6
@@ -51,6 +52,7 @@ class ClassifyConfig:
     preprocess: str = "equalize"
     crop: str = "none"  # "lungs": train on the lung box from the zoo's segmenter (cxr_demo.lungs), as the app will see it
     augment: str = "standard"  # "site": also gamma, noise, JPEG and stronger blur/contrast, to break scanner and site cues
+    counterfactual: float = 0.0  # share of each batch added as lungs-blanked crops with a uniform target: nothing outside the lungs may decide
     ema_decay: float = 0.998
     drop_rate: float = 0.2
     seed: int = 0
@@ -68,9 +70,21 @@ def build_model(cfg: ClassifyConfig, num_classes: int) -> torch.nn.Module:
     if cfg.init == "hub":
         return timm.create_model(cfg.arch, pretrained=True, **kwargs)
     init = Path(cfg.init)
+    if (init / "model.safetensors").is_file():
+        return from_checkpoint(timm.create_model(cfg.arch, pretrained=False, **kwargs), init / "model.safetensors")
     if init.suffix != ".safetensors" or not init.is_file():
-        raise SystemExit(f"--init must be an existing .safetensors file, 'hub' or 'none'; got {cfg.init}")
+        raise SystemExit(f"--init must be an existing .safetensors file, a weights/<name> folder, 'hub' or 'none'; got {cfg.init}")
     return timm.create_model(cfg.arch, pretrained=True, pretrained_cfg_overlay=dict(file=str(init)), **kwargs)
+
+
+def from_checkpoint(model: torch.nn.Module, file: Path) -> torch.nn.Module:
+    """Start from a zoo checkpoint of the same architecture (its gate statistics are not part of the network)."""
+    state = {k: v.float() for k, v in load_file(file).items() if k in model.state_dict()}
+    missing = set(model.state_dict()) - set(state)
+    if missing:
+        raise SystemExit(f"{file} is not a checkpoint of this architecture: {len(missing)} weights missing, e.g. {sorted(missing)[0]}")
+    model.load_state_dict(state)
+    return model
 
 
 def freeze_all_but_last(model: torch.nn.Module, n_blocks: int) -> int:
@@ -148,6 +162,43 @@ class Batches:
             images = torch.stack([self.transform(im) for im in images])
             x = normalize(images, self.mean, self.std).contiguous(memory_format=torch.channels_last)
             yield x, torch.from_numpy(self.labels[chunk])
+
+
+class Endless:
+    """Batches drawn forever (`None` forever when there are none), to pair with each training batch."""
+
+    def __init__(self, batches: "Batches | None"):
+        self.batches = batches
+
+    def __iter__(self):
+        while True:
+            if self.batches is None:
+                yield None
+            else:
+                yield from (x for x, _ in self.batches)
+
+
+def counterfactual_batches(cfg: ClassifyConfig, data, splits, train_batches: "Batches") -> Endless:
+    """Lungs-blanked crops of the training images (the `--lungs-removed` counterfactual), `counterfactual` x batch at a time."""
+    if cfg.counterfactual <= 0:
+        return Endless(None)
+    if cfg.crop != "lungs":
+        raise SystemExit("--counterfactual needs --crop lungs: it blanks the lungs found by the same segmenter")
+    lungs = datasets.cached_lungs(data.paths, datasets.cached_pixels(data.paths, cfg.img_size))
+    blanked = datasets.blanked_lung_crops(np.asarray(datasets.cached_pixels(data.paths, cfg.img_size)), lungs, cfg.img_size)
+    size = max(1, round(cfg.counterfactual * cfg.batch_size))
+    return Endless(Batches(blanked, data.labels, splits["train"], size, train_batches.transform,
+                           train_batches.mean, train_batches.std, shuffle=True, seed=cfg.seed + 1))
+
+
+def classify_loss(model, x: torch.Tensor, y: torch.Tensor, blanked: torch.Tensor | None) -> torch.Tensor:
+    """Cross-entropy on the films, plus, for the blanked crops, cross-entropy against the uniform distribution:
+    with the lungs gone the model should not know the class (a "right for the right reasons" penalty)."""
+    if blanked is None:
+        return F.cross_entropy(model(x), y)
+    logits = model(torch.cat([x, blanked]))
+    films, counterfactual = logits[: len(x)], logits[len(x):]
+    return F.cross_entropy(films, y) - counterfactual.log_softmax(1).mean()
 
 
 @torch.inference_mode()
@@ -289,6 +340,7 @@ def train(cfg: ClassifyConfig) -> Path:
         optimizer, sched=cfg.sched, num_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs,
         step_on_epochs=False, updates_per_epoch=steps_per_epoch, min_lr=cfg.lr * 0.01, warmup_lr=cfg.lr * 0.1,
     )
+    counterfactuals = counterfactual_batches(cfg, data, splits, train_batches)
     evaluate_steps = lambda im: apply_steps(im, cfg.preprocess)  # noqa: E731
     val_batches = Batches(pixels, data.labels, splits["val"], 64, evaluate_steps, mean, std, shuffle=False)
 
@@ -307,10 +359,10 @@ def train(cfg: ClassifyConfig) -> Path:
         start = time.perf_counter()
         bar = tqdm(train_batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}")
         losses = []
-        for step, (x, y) in enumerate(bar):
+        for step, ((x, y), blanked) in enumerate(zip(bar, counterfactuals)):
             if step >= steps_per_epoch:
                 break
-            loss = F.cross_entropy(model(x), y)
+            loss = classify_loss(model, x, y, blanked)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

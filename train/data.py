@@ -135,6 +135,14 @@ def lung_crops(pixels: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
+def blanked_lung_crops(pixels: np.ndarray, lungs: dict[str, np.ndarray], size: int) -> np.ndarray:
+    """The lung crops with the lungs blanked out, exactly as `train.evaluate --lungs-removed` makes them."""
+    from cxr_demo.lungs import blank_lungs
+
+    blanked = np.stack([blank_lungs(np.asarray(image), mask) for image, mask in zip(pixels, lungs["masks"])])
+    return lung_crops(blanked, lungs["boxes"], size)
+
+
 def training_pixels(paths: list[Path], size: int, crop: str = "none") -> np.ndarray:
     """Decoded images, cropped to the lungs when `crop == "lungs"` (boxes from the app's own segmenter)."""
     pixels = np.asarray(cached_pixels(paths, size))

@@ -12,7 +12,8 @@ CSS = ".disclaimer blockquote {border-left: 4px solid #d97706; background: #fffb
 
 
 def build_demo() -> gr.Blocks:
-    with gr.Blocks(title=TITLE) as demo:
+    # Gradio keeps every served image in its temp folder; an afternoon of clicks must not fill a Space's disk
+    with gr.Blocks(title=TITLE, delete_cache=(600, 1800)) as demo:
         gr.Markdown(f"# {TITLE}\nUpload a frontal chest X-ray and see what small, open models make of it, and why.")
         disclaimer()
         with gr.Tabs():

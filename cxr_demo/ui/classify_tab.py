@@ -8,9 +8,9 @@ from cxr_demo.cam import METHODS, SLOW_METHODS
 from cxr_demo.intake import Intake
 from cxr_demo.io import XRay
 from cxr_demo.lungs import FULL_FILM, blank_lungs
-from cxr_demo.render import display_pixels, gray_to_rgb_uint8, heatmap_overlay, outline_box
-from cxr_demo.ui.common import (UPLOAD_HINT, analyse_anyway_box, load_checked, notes_markdown, unreliable,
-                                user_errors)
+from cxr_demo.render import display_pixels, gray_to_rgb_uint8, heatmap_overlay, outline_box, with_colour_scale
+from cxr_demo.ui.common import (UPLOAD_HINT, analyse_anyway_box, load_checked, model_choices, notes_markdown, preview_image,
+                                run_on_upload, unreliable, user_errors)
 
 TOP_PREDICTION = "Top prediction"
 
@@ -64,8 +64,11 @@ def classify_image(upload, model: str | None = None, method: str = "GradCAM", ta
 def film_overlay(xray: XRay, result: classify.ClassifyResult, opacity: float):
     base = display_pixels(xray.pixels)
     heatmap = result.heatmap_on_film(base.shape)
-    picture = gray_to_rgb_uint8(base) if heatmap is None else heatmap_overlay(base, heatmap, opacity)
-    return picture if result.crop_box == FULL_FILM else outline_box(picture, result.crop_box)
+    if heatmap is None:
+        return gray_to_rgb_uint8(base)
+    picture = heatmap_overlay(base, heatmap, opacity)
+    picture = picture if result.crop_box == FULL_FILM else outline_box(picture, result.crop_box)
+    return with_colour_scale(picture, title=f"{result.method}: where {result.target_label} is read")
 
 
 def why_markdown(seen: Intake, result: classify.ClassifyResult) -> str:
@@ -105,8 +108,11 @@ def build() -> None:
     default_model = zoo.default("classify").name
     with gr.Row():
         with gr.Column(scale=1):
-            upload = gr.File(label=f"Chest X-ray ({UPLOAD_HINT})", type="filepath")
-            model = gr.Dropdown(models, value=default_model, label="Model")
+            upload = gr.File(label=f"Chest X-ray ({UPLOAD_HINT})", type="filepath", height=90)
+            shown = preview_image()
+            gr.Examples(examples.paths(), inputs=[upload], label="Examples: one click classifies", example_labels=[
+                examples.label(p) for p in examples.paths()], cache_examples=False)
+            model = gr.Dropdown(model_choices(models), value=default_model, label="Model")
             method = gr.Dropdown(list(METHODS), value="GradCAM", label="Heatmap method",
                                  info=f"{', '.join(SLOW_METHODS)} runs one pass per feature channel and takes seconds.")
             target = gr.Dropdown(target_choices(default_model), value=TOP_PREDICTION, label="Explain class")
@@ -114,23 +120,24 @@ def build() -> None:
             anyway = analyse_anyway_box()
             button = gr.Button("Classify", variant="primary")
             summary = gr.Markdown(model_summary(default_model), elem_id="classify-model-card")
-            gr.Examples(examples.paths(), inputs=[upload], label="Examples (click to load)", cache_examples=False)
         with gr.Column(scale=2):
             with gr.Row():
                 overlay = gr.Image(label="Heatmap overlay", type="numpy", height=420, elem_id="classify-overlay")
                 probabilities = gr.Label(label="Probabilities (calibrated)", num_top_classes=5, elem_id="classify-label")
-            notes = gr.Markdown(elem_id="classify-notes")
+            notes = gr.Markdown(label="Notes", elem_id="classify-notes")
             with gr.Group():
-                why = gr.Markdown(elem_id="classify-why")
+                why = gr.Markdown(label="Why should I believe this?", elem_id="classify-why")
                 with gr.Row():
                     remove = gr.Button("Remove the lungs", size="sm", elem_id="classify-remove-lungs")
-                    counterfactual = gr.Markdown(elem_id="classify-counterfactual")
+                    counterfactual = gr.Markdown(label="With the lungs removed", elem_id="classify-counterfactual")
                 blanked = gr.Image(label="The film with the lungs removed", type="numpy", height=260, visible=True)
             metadata = gr.Dataframe(headers=["field", "value"], label="Image metadata (no patient identifiers)",
                                     interactive=False, wrap=True)
     model.change(lambda m: (gr.Dropdown(choices=target_choices(m), value=TOP_PREDICTION), model_summary(m)),
                  model, [target, summary], api_visibility="private")
-    button.click(classify_image, [upload, model, method, target, opacity, anyway], [probabilities, overlay, metadata, notes, why],
-                 api_name="classify", concurrency_id="classify", concurrency_limit=2)
+    inputs, outputs = [upload, model, method, target, opacity, anyway], [probabilities, overlay, metadata, notes, why]
+    button.click(classify_image, inputs, outputs, api_name="classify", concurrency_id="classify", concurrency_limit=2)
+    run_on_upload(upload, shown, classify_image, inputs, outputs, also_clear=(counterfactual, blanked),
+                  concurrency_id="classify", concurrency_limit=2)
     remove.click(classify_without_lungs, [upload, model, anyway], [counterfactual, blanked],
                  api_name="lungs_removed", concurrency_id="classify", concurrency_limit=2)

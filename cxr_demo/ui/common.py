@@ -1,6 +1,7 @@
 """Pieces every tab shares: turning an upload into an XRay, and errors into messages."""
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from contextlib import contextmanager
@@ -11,6 +12,7 @@ from cxr_demo import NOT_A_MEDICAL_DEVICE, zoo
 from cxr_demo.check import InputRefused
 from cxr_demo.intake import Intake, admit, intake
 from cxr_demo.io import InvalidImage, XRay, read_xray
+from cxr_demo.render import display_pixels, gray_to_rgb_uint8
 
 log = logging.getLogger("cxr_demo")
 UPLOAD_HINT = "PNG, JPG, BMP, TIFF (8 or 16 bit) or DICOM"
@@ -50,25 +52,80 @@ def unreliable(probabilities: dict[str, float] | None, seen: Intake) -> dict[str
     return {f"{label} (unreliable)": p for label, p in probabilities.items()}
 
 
+def preview(upload):
+    """A small picture of the upload, shown before any model runs; nothing (not an error) when it cannot be read."""
+    path = upload_path(upload)
+    if not path:
+        return None
+    try:
+        xray = read_xray(path)
+    except InvalidImage:
+        return None  # the tab's own run says why, once
+    return gray_to_rgb_uint8(display_pixels(xray.pixels, max_side=384, min_side=256))
+
+
+def preview_image() -> gr.Image:
+    return gr.Image(label="Your image", type="numpy", height=220, interactive=False, show_label=True)
+
+
+def run_on_upload(upload, shown: gr.Image, handler, inputs: list, outputs: list, also_clear: tuple = (), **event) -> None:
+    """A new file, uploaded or an example clicked, clears the last result (so an error never sits under an old answer),
+    shows a preview, and runs the tab at once: one click on an example gives a result."""
+    cleared = [*outputs, *also_clear]
+
+    def clear(file):
+        return (preview(file), *([None] * len(cleared)))
+
+    @functools.wraps(handler)
+    def run(*args, **kwargs):
+        if not upload_path(args[0]):
+            return tuple(gr.skip() for _ in outputs)
+        return handler(*args, **kwargs)
+
+    upload.change(clear, upload, [shown, *cleared], api_visibility="private", queue=False).then(
+        run, inputs, outputs, api_visibility="private", **event)
+
+
 def analyse_anyway_box() -> gr.Checkbox:
     return gr.Checkbox(False, label=ANALYSE_ANYWAY, info=ANALYSE_ANYWAY_INFO)
 
 
 @contextmanager
 def user_errors():
-    """Turn every failure into a plain message in the UI; never a traceback, never patient data."""
+    """Turn every failure into a plain message in the UI; never a traceback, never patient data.
+    A user's mistake is one line in the server log; only a real bug logs its traceback."""
     try:
         yield
-    except gr.Error:
+    except gr.Error as error:
+        _log_user_error(error.message)
+        error.print_exception = False
         raise
     except InputRefused as error:
-        log.info("input check refused an upload: %s", str(error).split(".")[0])
+        _log_user_error(f"input check refused an upload: {str(error).split('.')[0]}")
         raise gr.Error(str(error), title="Input check", print_exception=False) from None
     except (InvalidImage, zoo.ModelUnavailable, zoo.UnknownModel, ValueError) as error:
-        raise gr.Error(str(error)) from None
+        _log_user_error(f"{type(error).__name__}: {error}")
+        raise gr.Error(str(error), print_exception=False) from None
     except Exception as error:  # noqa: BLE001 - the UI must survive anything a model or file throws
         log.exception("unexpected failure")  # the log holds the traceback; the user gets a sentence
-        raise gr.Error(f"Something went wrong while processing this image ({type(error).__name__}). Try another image or model.") from None
+        raise gr.Error(f"Something went wrong while processing this image ({type(error).__name__}). Try another image or model.",
+                       print_exception=False) from None
+
+
+def _log_user_error(message: str) -> None:
+    log.info("user error: %s", message.splitlines()[0][:200] if message else "")
+
+
+HUB_ONLY = "Hugging Face Hub: needs internet"
+
+
+def model_choices(names: list[str]) -> list[tuple[str, str]]:
+    """(label, name) for a model dropdown: a Hub model with no local copy says that it needs the internet."""
+    def label(name: str) -> str:
+        spec = zoo.get(name)
+        local = not spec.is_hub or (zoo.REPO_ROOT / "weights" / name).is_dir()
+        return name if local else f"{name} ({HUB_ONLY})"
+    return [(label(name), name) for name in names]
 
 
 def notes_markdown(lines: list[str]) -> str:

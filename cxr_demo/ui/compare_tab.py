@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import gradio as gr
+import pandas as pd
 
-from cxr_demo import compare, leaderboard, zoo
+from cxr_demo import compare, examples, leaderboard
 from cxr_demo.cam import METHODS
-from cxr_demo.render import confusion_figure, heatmap_overlay, mask_overlay, reliability_figure
-from cxr_demo.ui.common import UPLOAD_HINT, analyse_anyway_box, load_checked, notes_markdown, user_errors
+from cxr_demo.render import confusion_figure, heatmap_overlay, mask_overlay, reliability_figure, with_colour_scale
+from cxr_demo.ui.common import (UPLOAD_HINT, analyse_anyway_box, load_checked, model_choices, notes_markdown, preview_image,
+                                run_on_upload, user_errors)
 from cxr_demo.zeroshot import PRESETS
 
 
@@ -24,12 +26,13 @@ def compare_image(upload, task: str = "classify", models: list[str] | None = Non
             for o in result.outputs]
     headers = ["model", "kind", "reads", "top class", *labels, "heatmap in lungs", "ms"]
     notes = [f"Input check: {seen.verdict.summary}", *warnings]
-    return gallery, gr.Dataframe(value=rows, headers=headers), notes_markdown(notes) + "\n" + _agreement_notes(result, preset, method)
+    # a plain DataFrame, not a component update: API clients get {"headers", "data"}, not Gradio's internal "__type__"
+    return gallery, pd.DataFrame(rows, columns=headers), notes_markdown(notes) + "\n" + _agreement_notes(result, preset, method)
 
 
 def _picture(xray, output: compare.ModelOutput):
     if output.heatmap is not None:
-        return heatmap_overlay(xray.pixels, output.heatmap)
+        return with_colour_scale(heatmap_overlay(xray.pixels, output.heatmap))
     if output.mask is not None:
         return mask_overlay(xray.pixels, output.mask)
     if output.boxes:
@@ -41,8 +44,8 @@ def _picture(xray, output: compare.ModelOutput):
 def _caption(output: compare.ModelOutput) -> str:
     if output.error:
         return f"{output.model}: unavailable"
-    verdict = output.top_label or (f"{len(output.boxes)} boxes" if output.kind == "detect" else "")
-    return f"{output.model}: {verdict} ({output.latency_ms:.0f} ms)"
+    verdict = output.top_label or (f"{len(output.boxes)} boxes" if output.kind == "detect" else "mask")
+    return f"{output.model}: {verdict}"  # latency is in the table: a long caption is cut off under the picture
 
 
 def _percent(probabilities: dict | None, label: str) -> str:
@@ -60,10 +63,11 @@ def _agreement_notes(result: compare.Comparison, preset: str, method: str) -> st
     return notes_markdown(lines)
 
 
-def leaderboard_table(task: str = "all", sort_by: str = "macro-F1"):
+def leaderboard_table(task: str = "all", sort_by: str = "macro-F1", columns: list[str] | None = None) -> pd.DataFrame:
+    """The leaderboard, best first by `sort_by`, with the chosen columns (the sort column always among them)."""
     with user_errors():
-        rows = leaderboard.table(task, sort_by)
-    return gr.Dataframe(value=rows, headers=list(leaderboard.COLUMNS))
+        full = pd.DataFrame(leaderboard.table(task, sort_by), columns=list(leaderboard.COLUMNS))
+        return full[leaderboard.shown_columns(columns, sort_by)]
 
 
 def leaderboard_plots(entry: str | None):
@@ -86,35 +90,43 @@ def build() -> None:
     first = tasks[0] if tasks else "classify"
     with gr.Row():
         with gr.Column(scale=1):
-            upload = gr.File(label=f"Chest X-ray ({UPLOAD_HINT})", type="filepath", elem_id="compare-upload")
+            upload = gr.File(label=f"Chest X-ray ({UPLOAD_HINT})", type="filepath", height=90, elem_id="compare-upload")
+            shown = preview_image()
+            gr.Examples([[p] for p in examples.paths()], inputs=[upload], label="Examples: one click compares",
+                        example_labels=[examples.label(p) for p in examples.paths()], cache_examples=False)
             task = gr.Radio(tasks, value=first, label="Task")
-            models = gr.CheckboxGroup(compare.candidates(first), value=compare.on_this_machine(first)[:compare.MAX_MODELS],
-                                      label="Models (2 to 4)")
+            # a Dropdown, not a CheckboxGroup: the API validates against build-time choices, and /compare serves every task
+            models = gr.Dropdown(model_choices(compare.candidates(first)), value=compare.on_this_machine(first)[:compare.MAX_MODELS], multiselect=True,
+                                 allow_custom_value=True, max_choices=compare.MAX_MODELS, label="Models (2 to 4)")
             preset = gr.Dropdown(list(PRESETS), value="clinical", label="Prompt preset for zero-shot models")
             method = gr.Dropdown(list(METHODS), value="GradCAM", label="Heatmap method (the same for every classifier)")
             anyway = analyse_anyway_box()
             button = gr.Button("Compare", variant="primary")
         with gr.Column(scale=2):
-            gallery = gr.Gallery(label="Side by side", columns=4, height=360, elem_id="compare-gallery")
+            gallery = gr.Gallery(label="Side by side", columns=2, height="auto", object_fit="contain", elem_id="compare-gallery")
             table = gr.Dataframe(label="Outputs and latency", interactive=False, elem_id="compare-table")
-            agreement = gr.Markdown(elem_id="compare-agreement")
+            agreement = gr.Markdown(label="Agreement and notes", elem_id="compare-agreement")
     gr.Markdown("### Leaderboard: the zoo's own measured figures\nEvery figure comes from a checkpoint's `metrics.json` or "
                 "`results/*.json`; the last columns say on which data and split, and the command that reproduces it.")
     with gr.Row():
         board_task = gr.Dropdown(["all", "classify", "zeroshot", "multitask", "segment", "detect"], value="all", label="Task")
-        sort_by = gr.Dropdown(list(leaderboard.COLUMNS[3:19]), value="macro-F1", label="Sort by (best first)")
-    board = gr.Dataframe(value=leaderboard.table(), headers=list(leaderboard.COLUMNS), interactive=False, wrap=False,
-                         max_height=420, elem_id="leaderboard")
+        sort_by = gr.Dropdown(list(leaderboard.COLUMNS[3:19]), value="macro-F1", label="Sort by (best first; always shown)")
+    columns = gr.Dropdown(list(leaderboard.COLUMNS), value=list(leaderboard.DEFAULT_COLUMNS), multiselect=True,
+                          label="Columns (add precision, recall, ECE, IoU, min/epoch, the data and the training command)",
+                          elem_id="leaderboard-columns")
+    board = gr.Dataframe(value=leaderboard_table(), interactive=False, wrap=True, max_height=480, elem_id="leaderboard",
+                         label="Leaderboard")
     named = [_entry_name(e) for e in leaderboard.entries() if e.confusion is not None]
     entry = gr.Dropdown(named, value=named[0] if named else None, label="Plots for")
     first_confusion, first_reliability = leaderboard_plots(named[0] if named else None)
     with gr.Row():
         confusion_plot = gr.Plot(first_confusion, label="Confusion matrix", elem_id="leaderboard-confusion")
         reliability_plot = gr.Plot(first_reliability, label="Reliability diagram", elem_id="leaderboard-reliability")
-    task.change(lambda t: gr.CheckboxGroup(choices=compare.candidates(t), value=compare.on_this_machine(t)[:compare.MAX_MODELS]),
+    task.change(lambda t: gr.Dropdown(choices=model_choices(compare.candidates(t)), value=compare.on_this_machine(t)[:compare.MAX_MODELS]),
                 task, models, api_visibility="private")
-    button.click(compare_image, [upload, task, models, preset, method, anyway], [gallery, table, agreement],
-                 api_name="compare", concurrency_id="compare", concurrency_limit=1)
-    for control in (board_task, sort_by):
-        control.change(leaderboard_table, [board_task, sort_by], board, api_visibility="private")
+    inputs, outputs = [upload, task, models, preset, method, anyway], [gallery, table, agreement]
+    button.click(compare_image, inputs, outputs, api_name="compare", concurrency_id="compare", concurrency_limit=1)
+    run_on_upload(upload, shown, compare_image, inputs, outputs, concurrency_id="compare", concurrency_limit=1)
+    for control in (board_task, sort_by, columns):
+        control.change(leaderboard_table, [board_task, sort_by, columns], board, api_visibility="private")
     entry.change(leaderboard_plots, entry, [confusion_plot, reliability_plot], api_visibility="private")

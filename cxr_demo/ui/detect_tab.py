@@ -5,7 +5,8 @@ from __future__ import annotations
 import gradio as gr
 
 from cxr_demo import detect, examples, zoo
-from cxr_demo.ui.common import UPLOAD_HINT, analyse_anyway_box, load_checked, notes_markdown, upload_path, user_errors
+from cxr_demo.ui.common import (UPLOAD_HINT, analyse_anyway_box, load_checked, model_choices, notes_markdown, preview_image,
+                                run_on_upload, upload_path, user_errors)
 
 BOX_HEADERS = ["box", "label", "score", "x0", "y0", "x1", "y1", "best IoU"]
 FOUND_IOU = 0.5  # the usual detection criterion: a ground-truth box counts as found at IoU 0.5 or more
@@ -48,8 +49,11 @@ def build() -> None:
                 elem_classes=["disclaimer"])
     with gr.Row():
         with gr.Column(scale=1):
-            upload = gr.File(label=f"Chest X-ray ({UPLOAD_HINT})", type="filepath", elem_id="detect-upload")
-            model = gr.Dropdown(models, value=zoo.default("detect").name if models else None, label="Model")
+            upload = gr.File(label=f"Chest X-ray ({UPLOAD_HINT})", type="filepath", height=90, elem_id="detect-upload")
+            shown = preview_image()
+            gr.Examples([[p] for p in examples.paths()], inputs=[upload], label="Examples: one click detects",
+                        example_labels=[examples.label(p) for p in examples.paths()], cache_examples=False)
+            model = gr.Dropdown(model_choices(models), value=zoo.default("detect").name if models else None, label="Model")
             score = gr.Slider(0.05, 0.95, value=0.3, step=0.05, label="Score threshold (hide weaker boxes)")
             nms = gr.Slider(0.1, 0.9, value=0.5, step=0.05, label="NMS IoU (merge boxes overlapping more than this)")
             show = gr.Checkbox(False, label="Show the preprocessing (lung crop and equalization)")
@@ -57,12 +61,12 @@ def build() -> None:
                                 file_types=[".csv"], elem_id="detect-reference")
             anyway = analyse_anyway_box()
             button = gr.Button("Detect", variant="primary")
-            gr.Examples([[p] for p in examples.paths()], inputs=[upload], label="Examples (click to load)", cache_examples=False)
         with gr.Column(scale=2):
             overlay = gr.Image(label="Boxes", type="numpy", height=420, elem_id="detect-overlay")
-            notes = gr.Markdown(elem_id="detect-notes")
+            notes = gr.Markdown(label="Notes", elem_id="detect-notes")
             boxes = gr.Dataframe(headers=BOX_HEADERS, label="Boxes (original image pixels)", interactive=False, elem_id="detect-boxes")
             preprocessed = gr.Image(label="What the detector sees (tick 'Show the preprocessing')", type="numpy", height=320,
                                     elem_id="detect-preprocessed")
-    button.click(detect_image, [upload, model, score, nms, show, reference, anyway], [overlay, boxes, notes, preprocessed],
-                 api_name="detect", concurrency_id="detect", concurrency_limit=1)
+    inputs, outputs = [upload, model, score, nms, show, reference, anyway], [overlay, boxes, notes, preprocessed]
+    button.click(detect_image, inputs, outputs, api_name="detect", concurrency_id="detect", concurrency_limit=1)
+    run_on_upload(upload, shown, detect_image, inputs, outputs, concurrency_id="detect", concurrency_limit=1)

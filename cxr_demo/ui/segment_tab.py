@@ -6,8 +6,8 @@ import gradio as gr
 from cxr_demo import examples, segment, zoo
 from cxr_demo.io import read_xray
 from cxr_demo.render import mask_overlay
-from cxr_demo.ui.common import (UPLOAD_HINT, analyse_anyway_box, load_checked, notes_markdown, unreliable, upload_path,
-                                user_errors)
+from cxr_demo.ui.common import (UPLOAD_HINT, analyse_anyway_box, load_checked, model_choices, notes_markdown, preview_image,
+                                run_on_upload, unreliable, upload_path, user_errors)
 
 
 def measurement_rows(result: segment.SegmentResult) -> list[list[str]]:
@@ -28,14 +28,16 @@ def segment_image(upload, model: str | None = None, reference_upload=None, opaci
     """Handler: (overlay, measurement rows, notes, class probabilities of a multi-task model or None)."""
     with user_errors():
         xray, seen, warnings = load_checked(upload, analyse_anyway)
-        reference = None
+        reference, resized = None, None
         if upload_path(reference_upload):
             ref = read_xray(upload_path(reference_upload))
-            reference = segment.reference_mask(ref.pixels, xray.shape, (xray.meta.width, xray.meta.height))
+            reference, resized = segment.reference_mask(ref.pixels, xray.shape, (xray.meta.width, xray.meta.height),
+                                                        (ref.meta.width, ref.meta.height))
         result = segment.predict(xray, model or None, reference, lungs=seen.lungs)
         overlay = mask_overlay(xray.pixels, result.mask, reference, opacity)
     notes = [f"Model `{result.model}`, {result.latency_ms:.0f} ms on the server. Blue: predicted {result.label}"
-             + ("; yellow: your mask." if reference is not None else "."), *warnings, *(w for w in result.warnings if w not in warnings)]
+             + ("; yellow: your mask." if reference is not None else "."), *([resized] if resized else []),
+             *warnings, *(w for w in result.warnings if w not in warnings)]
     if xray.meta.pixel_spacing_mm is None:
         notes.append("No pixel spacing in this file, so areas are in pixels only (DICOMs with PixelSpacing also give cm²).")
     return overlay, measurement_rows(result), notes_markdown(notes), unreliable(result.probabilities, seen)
@@ -43,22 +45,27 @@ def segment_image(upload, model: str | None = None, reference_upload=None, opaci
 
 def build() -> None:
     models = zoo.names("segment") + zoo.names("multitask")
+    # made here, drawn below the model choice: the examples above it fill it too
+    reference = gr.File(label="Ground-truth mask (optional: a black-and-white PNG made for this image)", type="filepath", height=90,
+                        elem_id="segment-reference", render=False)
     with gr.Row():
         with gr.Column(scale=1):
-            upload = gr.File(label=f"Chest X-ray ({UPLOAD_HINT})", type="filepath", elem_id="segment-upload")
-            model = gr.Dropdown(models, value=zoo.default("segment").name if models else None, label="Model")
-            reference = gr.File(label="Ground-truth mask (optional, black and white PNG of the same shape)", type="filepath",
-                                elem_id="segment-reference")
+            upload = gr.File(label=f"Chest X-ray ({UPLOAD_HINT})", type="filepath", height=90, elem_id="segment-upload")
+            shown = preview_image()
+            gr.Examples([[p, examples.mask_for(p)] for p in examples.paths()], inputs=[upload, reference],
+                        label="Examples: one click segments (the COVID-QU-Ex one brings its lung mask)",
+                        example_labels=[examples.label(p) for p in examples.paths()], cache_examples=False)
+            model = gr.Dropdown(model_choices(models), value=zoo.default("segment").name if models else None, label="Model")
+            reference.render()
             opacity = gr.Slider(0.0, 1.0, value=0.35, step=0.05, label="Mask opacity")
             anyway = analyse_anyway_box()
             button = gr.Button("Segment", variant="primary")
-            gr.Examples([[p, examples.mask_for(p)] for p in examples.paths()], inputs=[upload, reference],
-                        label="Examples (click to load; the COVID-QU-Ex one comes with its lung mask)", cache_examples=False)
         with gr.Column(scale=2):
             overlay = gr.Image(label="Lung mask", type="numpy", height=420, elem_id="segment-overlay")
-            notes = gr.Markdown(elem_id="segment-notes")
+            notes = gr.Markdown(label="Notes", elem_id="segment-notes")
             probabilities = gr.Label(label="Class probabilities (multi-task models only)", elem_id="segment-label")
             measures = gr.Dataframe(headers=["measure", "pixels", "cm²"], label="Measurements", interactive=False,
                                     elem_id="segment-measures")
-    button.click(segment_image, [upload, model, reference, opacity, anyway], [overlay, measures, notes, probabilities],
-                 api_name="segment", concurrency_id="segment", concurrency_limit=2)
+    inputs, outputs = [upload, model, reference, opacity, anyway], [overlay, measures, notes, probabilities]
+    button.click(segment_image, inputs, outputs, api_name="segment", concurrency_id="segment", concurrency_limit=2)
+    run_on_upload(upload, shown, segment_image, inputs, outputs, concurrency_id="segment", concurrency_limit=2)

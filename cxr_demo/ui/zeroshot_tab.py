@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 
 import gradio as gr
 
 from cxr_demo import examples, zeroshot, zoo
-from cxr_demo.ui.common import UPLOAD_HINT, analyse_anyway_box, load_checked, load_upload, notes_markdown, unreliable, user_errors
+from cxr_demo.ui.common import (UPLOAD_HINT, analyse_anyway_box, load_checked, model_choices, notes_markdown, preview_image,
+                                run_on_upload, unreliable, user_errors)
 from cxr_demo.zeroshot import PRESETS, LabelledSample, PromptSet
 
 LABELS = ("COVID", "Normal", "Viral Pneumonia")  # the classes every zero-shot model in the zoo is scored on
@@ -27,11 +27,11 @@ def prompt_set_from(preset: str, covid: str | None, normal: str | None, viral: s
         return base
     texts, base_templates = base.as_text()
     typed = dict(zip(LABELS, (covid, normal, viral)))
-    edited = PromptSet.from_text(preset, {label: texts[label] if typed[label] is None else typed[label] for label in LABELS},
+    edited = PromptSet.from_text("custom", {label: texts[label] if typed[label] is None else typed[label] for label in LABELS},
                                  base_templates if templates is None else templates, base.contrast if contrast is None else contrast)
     if (edited.prompts, edited.templates, edited.contrast) == (base.prompts, base.templates, base.contrast):
         return base
-    return replace(edited, name="custom")
+    return edited
 
 
 def preset_fields(preset: str):
@@ -56,7 +56,8 @@ def zeroshot_image(upload, model: str | None = None, preset: str = "clinical", c
 def compare_prompt_sets(upload=None, model: str | None = None, prompt_sets: list[str] | None = None,
                         covid_prompts: str | None = None, normal_prompts: str | None = None, viral_pneumonia_prompts: str | None = None,
                         templates: str | None = None, contrast: bool | None = None, temperature: float = 1.0,
-                        per_class: int = 8, sample_folder: str | None = None, progress=gr.Progress(track_tqdm=True)):
+                        per_class: int = 8, sample_folder: str | None = None, analyse_anyway: bool = False,
+                        progress=gr.Progress(track_tqdm=True)):
     """Handler: (probabilities on the image per set, scores on the labelled sample per set, spread and confusion matrices)."""
     chosen = list(prompt_sets or ["clinical", "naive", "bad"])
     with user_errors():
@@ -69,10 +70,11 @@ def compare_prompt_sets(upload=None, model: str | None = None, prompt_sets: list
         scores = zeroshot.score_prompt_sets(loaded, sets, sample, float(temperature))
         on_image = []
         if upload is not None:
-            xray = load_upload(upload)
+            xray, seen, _ = load_checked(upload, analyse_anyway)
+            flag = " (unreliable)" if seen.verdict.flagged else ""
             for prompt_set in sets:
-                result = zeroshot.predict(xray, loaded.spec.name, prompt_set, float(temperature))
-                on_image.append([prompt_set.name, *[f"{result.probabilities[label]:.3f}" for label in LABELS], result.top_label])
+                result = zeroshot.predict(xray, loaded.spec.name, prompt_set, float(temperature), lungs=seen.lungs)
+                on_image.append([prompt_set.name, *[f"{result.probabilities[label]:.3f}" for label in LABELS], result.top_label + flag])
     table = [[s.prompt_set, f"{s.accuracy:.3f}", f"{s.macro_f1:.3f}",
               *[f"{s.report['per_class'][label]['f1']:.3f}" for label in LABELS]] for s in scores]
     return on_image, table, _scores_markdown(scores, len(sample.paths), loaded.spec.name)
@@ -110,8 +112,11 @@ def build() -> None:
     texts, template_text = PRESETS["clinical"].as_text()
     with gr.Row():
         with gr.Column(scale=1):
-            upload = gr.File(label=f"Chest X-ray ({UPLOAD_HINT})", type="filepath", elem_id="zeroshot-upload")
-            model = gr.Dropdown(models, value=default_model, label="Model",
+            upload = gr.File(label=f"Chest X-ray ({UPLOAD_HINT})", type="filepath", height=90, elem_id="zeroshot-upload")
+            shown = preview_image()
+            gr.Examples(examples.paths(), inputs=[upload], label="Examples: one click classifies with the prompts below",
+                        example_labels=[examples.label(p) for p in examples.paths()], cache_examples=False)
+            model = gr.Dropdown(model_choices(models), value=default_model, label="Model",
                                 info="The offline default was trained on these three concepts: 'zero-shot' here means free-text prompts on unseen images.")
             preset = gr.Dropdown(list(PRESETS), value="clinical", label="Prompt preset")
             description = gr.Markdown(f"*{PRESETS['clinical'].description}*")
@@ -121,10 +126,9 @@ def build() -> None:
             temperature = gr.Slider(0.1, 5.0, value=1.0, step=0.1, label="Temperature (divides the model's logit scale)")
             anyway = analyse_anyway_box()
             button = gr.Button("Classify with these prompts", variant="primary")
-            gr.Examples(examples.paths(), inputs=[upload], label="Examples (click to load)", cache_examples=False)
         with gr.Column(scale=2):
             probabilities = gr.Label(label="Zero-shot probabilities", elem_id="zeroshot-label")
-            notes = gr.Markdown(elem_id="zeroshot-notes")
+            notes = gr.Markdown(label="Notes", elem_id="zeroshot-notes")
             with gr.Group():
                 gr.Markdown("### Prompt sets side by side")
                 sets = gr.CheckboxGroup([*PRESETS, CUSTOM], value=["clinical", "naive", "bad"], label="Prompt sets (up to four)")
@@ -135,9 +139,11 @@ def build() -> None:
             on_image = gr.Dataframe(headers=["prompt set", *LABELS, "top"], label="On your image", interactive=False)
             scores = gr.Dataframe(headers=["prompt set", "accuracy", "macro-F1", *[f"F1 {label}" for label in LABELS]],
                                   label="On the labelled sample", interactive=False, elem_id="zeroshot-scores")
-            summary = gr.Markdown(elem_id="zeroshot-summary")
+            summary = gr.Markdown(label="Spread between prompt sets", elem_id="zeroshot-summary")
     preset.change(preset_fields, preset, [*boxes, templates, contrast, description], api_visibility="private")
-    button.click(zeroshot_image, [upload, model, preset, *boxes, templates, contrast, temperature, anyway], [probabilities, notes],
-                 api_name="zeroshot", concurrency_id="zeroshot", concurrency_limit=2)
-    compare.click(compare_prompt_sets, [upload, model, sets, *boxes, templates, contrast, temperature, per_class, folder],
+    inputs = [upload, model, preset, *boxes, templates, contrast, temperature, anyway]
+    button.click(zeroshot_image, inputs, [probabilities, notes], api_name="zeroshot", concurrency_id="zeroshot", concurrency_limit=2)
+    run_on_upload(upload, shown, zeroshot_image, inputs, [probabilities, notes], also_clear=(on_image,),
+                  concurrency_id="zeroshot", concurrency_limit=2)
+    compare.click(compare_prompt_sets, [upload, model, sets, *boxes, templates, contrast, temperature, per_class, folder, anyway],
                   [on_image, scores, summary], api_name="zeroshot_compare", concurrency_id="zeroshot", concurrency_limit=2)
