@@ -7,13 +7,15 @@ import numpy as np
 import pytest
 import timm
 import torch
+from safetensors.torch import load_file
 
 from cxr_demo import zoo
 from train import data as datasets
-from train.classify import ClassifyConfig, freeze_all_but_last, parse_args, train
+from train.classify import ClassifyConfig, build_model, classify_loss, freeze_all_but_last, parse_args, train
 from train.evaluate import main as evaluate_main
 from cxr_demo.metrics import classification_report, fit_temperature
-from tests.conftest import SHIPPED_LUNG_SEGMENTER, LABELS, SHARED_DATA, needs_shared_data, tiny_zoo_toml
+from tests.conftest import (SHIPPED_LUNG_SEGMENTER, LABELS, SHARED_DATA, export_random_classifier, needs_shared_data,
+                            tiny_zoo_toml)
 
 
 def test_reader_finds_classes_and_patients(class_folder):
@@ -162,6 +164,50 @@ def test_lungs_removed_blanks_every_image_before_the_model_sees_it(class_folder,
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["lungs_removed"] is True and len(seen) == result["n"] == 30
     assert all((pixels == np.median(pixels)).mean() > 0.15 for pixels in seen)  # the lungs are one flat grey
+
+
+class FixedLogits(torch.nn.Module):
+    """Films get confident right answers; blanked crops (all zeros) get `blank_logits`."""
+
+    def __init__(self, blank_logits):
+        super().__init__()
+        self.blank = torch.tensor(blank_logits, dtype=torch.float32)
+
+    def forward(self, x):
+        films = x.flatten(1).sum(1) != 0
+        confident = torch.nn.functional.one_hot(torch.arange(len(x)) % 3, 3).float() * 10
+        return torch.where(films[:, None], confident, self.blank.expand(len(x), 3))
+
+
+def test_the_counterfactual_loss_asks_for_no_answer_without_lungs():
+    x, y = torch.ones(3, 1, 4, 4), torch.arange(3)
+    blanked = torch.zeros(2, 1, 4, 4)
+    films_only = classify_loss(FixedLogits([0, 0, 0]), x, y, None)
+    undecided = classify_loss(FixedLogits([0, 0, 0]), x, y, blanked)
+    shortcut = classify_loss(FixedLogits([8, 0, 0]), x, y, blanked)
+    assert undecided.item() == pytest.approx(films_only.item() + np.log(3), abs=1e-4)  # the uniform answer costs only ln 3
+    assert shortcut.item() > undecided.item() + 2  # a confident answer with the lungs gone is penalised
+
+
+def test_blanked_lung_crops_fill_the_lungs_with_grey():
+    pixels = np.zeros((2, 64, 64), np.uint8)
+    pixels[:, :, 32:] = 200  # a bright half; the "lungs" sit in the dark half
+    masks = np.zeros((2, 64, 64), bool)
+    masks[:, 20:44, 8:24] = True
+    boxes = np.tile(np.array([[0.0, 0.0, 1.0, 1.0]], np.float32), (2, 1))
+    blanked = datasets.blanked_lung_crops(pixels, {"masks": masks, "boxes": boxes}, 64)
+    assert blanked.shape == (2, 64, 64)
+    assert (blanked[:, 24:40, 10:22] == np.median(pixels[0])).all() and (blanked[:, :, 48:] == 200).all()
+
+
+def test_training_can_start_from_a_zoo_checkpoint(tmp_path):
+    folder = export_random_classifier(tmp_path / "start", "mobilenetv2_035")
+    model = build_model(ClassifyConfig(data="x", arch="mobilenetv2_035", init=str(folder)), len(LABELS))
+    saved = timm.create_model("mobilenetv2_035", num_classes=len(LABELS), in_chans=1)
+    saved.load_state_dict(load_file(folder / "model.safetensors"))
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), saved.state_dict().values()))
+    with pytest.raises(SystemExit, match="not a checkpoint of this architecture"):
+        build_model(ClassifyConfig(data="x", arch="tf_efficientnet_lite0", init=str(folder)), len(LABELS))
 
 
 def test_gate_flags_what_is_far_from_training_features():

@@ -7,6 +7,7 @@ import pandas as pd
 from cxr_demo import compare, examples, leaderboard
 from cxr_demo.cam import METHODS
 from cxr_demo.render import confusion_figure, heatmap_overlay, mask_overlay, reliability_figure, with_colour_scale
+from cxr_demo.runtime import release_memory
 from cxr_demo.ui.common import (UPLOAD_HINT, analyse_anyway_box, load_checked, model_choices, notes_markdown, preview_image,
                                 run_on_upload, user_errors)
 from cxr_demo.zeroshot import PRESETS
@@ -20,6 +21,7 @@ def compare_image(upload, task: str = "classify", models: list[str] | None = Non
         chosen = list(models or compare.on_this_machine(task)[:compare.MAX_MODELS])
         result = compare.run(xray, task, chosen, preset, method, seen.lungs)
         gallery = [(_picture(xray, output), _caption(output)) for output in result.outputs]
+        release_memory()  # four models' heatmaps and masks at film size
     labels = sorted({label for o in result.outputs for label in (o.probabilities or {})})
     rows = [[o.model, o.kind, o.reads, o.top_label or "", *[_percent(o.probabilities, label) for label in labels],
              "" if o.heatmap_in_lungs is None else f"{o.heatmap_in_lungs:.0%}", f"{o.latency_ms:.0f}"]
