@@ -140,6 +140,22 @@ def test_tab_handler_with_edited_prompts_reports_custom(clip, example_png):
     assert "prompts **naive**" in unchanged and "prompts **custom**" in edited
 
 
+def test_an_emptied_prompt_box_names_the_custom_set(clip, example_png):
+    texts, templates = PRESETS["clinical"].as_text()
+    with pytest.raises(gr.Error, match="Prompt set 'custom': give at least one prompt for COVID"):
+        zeroshot_tab.zeroshot_image(example_png, None, "clinical", "", texts["Normal"], texts["Viral Pneumonia"], templates, False)
+
+
+def test_compare_prompt_sets_runs_the_input_check(clip, example_png, monkeypatch):
+    from cxr_demo import check, intake
+
+    monkeypatch.setattr(intake, "check", lambda xray, lungs, model=None: check.Verdict(True, "This looks upside down.", "upside down"))
+    with pytest.raises(gr.Error, match="upside down"):
+        zeroshot_tab.compare_prompt_sets(str(example_png), None, ["naive"], per_class=2)
+    on_image, _, _ = zeroshot_tab.compare_prompt_sets(str(example_png), None, ["naive"], per_class=2, analyse_anyway=True)
+    assert on_image[0][-1].endswith("(unreliable)")
+
+
 def test_preset_fields_fill_every_editor():
     covid, normal, viral, templates, contrast, description = zeroshot_tab.preset_fields("chexzero")
     assert covid == "covid-19 pneumonia" and contrast is True and templates == "{}" and description
