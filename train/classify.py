@@ -248,6 +248,15 @@ Use the Grad-CAM view to see what the model looks at.
 """
 
 
+def counterfactual_note(cfg: ClassifyConfig) -> str:
+    if cfg.counterfactual <= 0:
+        return ""
+    return (f"\n**Counterfactual penalty** (`--counterfactual {cfg.counterfactual:g}`): each batch also holds "
+            f"{round(cfg.counterfactual * cfg.batch_size)} training crops with the lungs blanked out, exactly as "
+            "`train.evaluate --lungs-removed` blanks them, and their target is the uniform distribution: with the lungs gone "
+            "the model is taught not to know the class, so that what it does know comes from the lungs.")
+
+
 def model_card(cfg: ClassifyConfig, name: str, metrics: dict, split_sizes: dict) -> tuple[str, ModelCardData]:
     test = metrics["test"]
     counts = ", ".join(f"{c} {n}" for c, n in metrics["data"]["class_counts"].items())
@@ -256,6 +265,8 @@ def model_card(cfg: ClassifyConfig, name: str, metrics: dict, split_sizes: dict)
         "EMA weights were already well calibrated here. It is kept because it was chosen without looking at the test split.\n")
     init_text = {None: "random", "none": "random", "hub": "timm's pretrained weights from the Hub"}.get(
         cfg.init, f"ImageNet weights from `{Path(str(cfg.init)).name}`")
+    if cfg.init and (Path(cfg.init) / "model.safetensors").is_file():
+        init_text = f"the zoo checkpoint `{Path(cfg.init).name}` (this run fine-tunes it further)"
     rows = "\n".join(
         f"| {c} | {v['f1']:.4f} | {v['precision']:.4f} | {v['recall']:.4f} | {v['support']} |"
         for c, v in test["per_class"].items()
@@ -275,7 +286,7 @@ Init: {init_text}. Optimizer {cfg.opt}, lr {cfg.lr}, weight decay {cfg.weight_de
 {cfg.epochs} epochs, batch {cfg.batch_size}, EMA {cfg.ema_decay}, input {cfg.img_size} px, preprocessing `{cfg.preprocess}`
 (histogram equalization at train and inference time), augmentation: random resized crop, small rotation/shift,
 blur and contrast jitter{", plus gamma, grain and JPEG (`--augment site`)" if cfg.augment == "site" else ""}; no flips.
-{LUNG_CROP_NOTE if cfg.crop == "lungs" else "Input: the whole film, squashed to a square."} Data fraction {cfg.fraction:.0%}; trained layers: {"all" if cfg.train_last is None else f"last {cfg.train_last} blocks + head"}.
+{LUNG_CROP_NOTE if cfg.crop == "lungs" else "Input: the whole film, squashed to a square."}{counterfactual_note(cfg)} Data fraction {cfg.fraction:.0%}; trained layers: {"all" if cfg.train_last is None else f"last {cfg.train_last} blocks + head"}.
 Minutes per epoch (2-core CPU): {metrics["minutes_per_epoch"]:.2f}. Temperature (fitted on val): {test["temperature"]:.3f}.
 
 ## Test-split results ({test["n"]} images never seen in training or model selection)
