@@ -359,6 +359,6 @@ def draw_boxes(pixels: np.ndarray, boxes: tuple[Box, ...] | list[Box], reference
     for coords, colour, labels, width_px in layers:
         if coords:
             canvas = draw_bounding_boxes(canvas, torch.tensor(coords, dtype=torch.float32) * scale, labels=labels,
-                                         colors=colour, width=width_px, font=font, font_size=max(14, round(max(base.shape) / 40)) if font else None,
+                                         colors=colour, width=width_px, font=font, font_size=max(14, round(max(base.shape) / 28)) if font else None,
                                          label_colors="white", fill_labels=True)
     return canvas.permute(1, 2, 0).numpy().copy()

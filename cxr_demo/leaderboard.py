@@ -17,17 +17,19 @@ COLUMNS = ("model", "task", "variant", "macro-F1", "precision", "recall", "accur
            "mAP@0.5", "mAP@[.5:.95]", "min/epoch", "CPU p50 ms", "data / split", "command")
 
 # what fits a desktop screen and answers "which model, and is it right for the right reasons"; the rest can be added
-DEFAULT_COLUMNS = ("model", "task", "variant", "macro-F1", "accuracy", "other-hospital accuracy", "other-hospital n",
-                   "accuracy, lungs removed", "heatmap in lungs", "Dice", "other-hospital Dice", "mAP@0.5", "CPU p50 ms")
+DEFAULT_COLUMNS = ("model", "task", "macro-F1", "other-hospital accuracy", "accuracy, lungs removed", "heatmap in lungs", "Dice",
+                   "other-hospital Dice", "mAP@0.5", "CPU p50 ms", "variant")
 
 
 def shown_columns(chosen: list[str] | None, sort_by: str) -> list[str]:
-    """The columns to show, in the table's order: the chosen ones (the defaults when none), the model and the sort column."""
+    """The columns to show: the model, then the sort column (never off-screen), then the chosen ones (the defaults when none)
+    in the table's order."""
     wanted = set(chosen or DEFAULT_COLUMNS) | {"model", sort_by}
     unknown = wanted - set(COLUMNS)
     if unknown:
         raise ValueError(f"Unknown leaderboard column(s) {', '.join(sorted(unknown))}; choose from {', '.join(COLUMNS)}.")
-    return [c for c in COLUMNS if c in wanted]
+    rest = [c for c in COLUMNS if c in wanted and c not in ("model", sort_by)]
+    return list(dict.fromkeys(["model", sort_by, *rest]))
 
 
 @dataclass(frozen=True)

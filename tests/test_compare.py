@@ -10,7 +10,7 @@ import pytest
 from cxr_demo import compare, leaderboard, segment, zoo
 from cxr_demo.io import read_xray
 from cxr_demo.ui import compare_tab
-from tests.conftest import EXAMPLES, REPO
+from tests.conftest import REPO
 
 
 @pytest.fixture(autouse=True)
@@ -129,3 +129,18 @@ def test_leaderboard_says_which_data_each_figure_comes_from():
     assert leaderboard._provenance(multitask["train_config"], multitask) == "cxr-3class, shenzhen, test split"
     detector = {"task": "detect", "cross_validation": {"k": 5, "n": 20, "mean_map50": 0.4, "std_map50": 0.1}}
     assert leaderboard._provenance({"data": ["../data/boxes"]}, detector).endswith("5-fold mean mAP@0.5 0.400 ± 0.100 over 20 images")
+
+
+def test_the_leaderboard_shows_the_sort_column_beside_the_model():
+    assert leaderboard.shown_columns(None, "CPU p50 ms")[:2] == ["model", "CPU p50 ms"]
+    assert leaderboard.shown_columns(["ECE"], "Dice") == ["model", "Dice", "ECE"]
+    assert set(leaderboard.shown_columns(None, "macro-F1")) == set(leaderboard.DEFAULT_COLUMNS)
+    with pytest.raises(ValueError, match="Unknown leaderboard column"):
+        leaderboard.shown_columns(["F2"], "macro-F1")
+
+
+def test_the_leaderboard_handler_returns_the_chosen_columns():
+    table = compare_tab.leaderboard_table("classify", "accuracy, lungs removed", ["model", "ECE"])
+    assert list(table.columns) == ["model", "accuracy, lungs removed", "ECE"]
+    removed = [v for v in table["accuracy, lungs removed"] if v is not None and v == v]
+    assert removed == sorted(removed)  # lower is better with the lungs removed: best first

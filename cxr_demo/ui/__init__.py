@@ -8,7 +8,9 @@ from cxr_demo.ui import classify_tab, compare_tab, detect_tab, segment_tab, zero
 from cxr_demo.ui.common import disclaimer
 
 TITLE = "cxr-demo: chest X-ray AI in the browser"
-CSS = ".disclaimer blockquote {border-left: 4px solid #d97706; background: #fffbeb; padding: 6px 12px;}"
+CSS = (".disclaimer blockquote {border-left: 4px solid #d97706; background: #fffbeb; padding: 6px 12px;}\n"
+       # long cells (variants, commands) wrap inside a readable width instead of pushing the figures off-screen
+       "#leaderboard th, #leaderboard td {max-width: 16em; white-space: normal; overflow-wrap: anywhere;}")
 
 
 def build_demo() -> gr.Blocks:

@@ -109,7 +109,7 @@ def build() -> None:
     default_model = zoo.default("classify").name
     with gr.Row():
         with gr.Column(scale=1):
-            upload = gr.File(label=f"Chest X-ray ({UPLOAD_HINT})", type="filepath", height=90)
+            upload = gr.File(label=f"Chest X-ray ({UPLOAD_HINT})", type="filepath", height=130)
             shown = preview_image()
             gr.Examples(examples.paths(), inputs=[upload], label="Examples: one click classifies", example_labels=[
                 examples.label(p) for p in examples.paths()], cache_examples=False)

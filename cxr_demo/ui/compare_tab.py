@@ -92,7 +92,7 @@ def build() -> None:
     first = tasks[0] if tasks else "classify"
     with gr.Row():
         with gr.Column(scale=1):
-            upload = gr.File(label=f"Chest X-ray ({UPLOAD_HINT})", type="filepath", height=90, elem_id="compare-upload")
+            upload = gr.File(label=f"Chest X-ray ({UPLOAD_HINT})", type="filepath", height=130, elem_id="compare-upload")
             shown = preview_image()
             gr.Examples([[p] for p in examples.paths()], inputs=[upload], label="Examples: one click compares",
                         example_labels=[examples.label(p) for p in examples.paths()], cache_examples=False)
@@ -105,7 +105,7 @@ def build() -> None:
             anyway = analyse_anyway_box()
             button = gr.Button("Compare", variant="primary")
         with gr.Column(scale=2):
-            gallery = gr.Gallery(label="Side by side", columns=2, height="auto", object_fit="contain", elem_id="compare-gallery")
+            gallery = gr.Gallery(label="Side by side", columns=4, height="auto", object_fit="contain", elem_id="compare-gallery")
             table = gr.Dataframe(label="Outputs and latency", interactive=False, elem_id="compare-table")
             agreement = gr.Markdown(label="Agreement and notes", elem_id="compare-agreement")
     gr.Markdown("### Leaderboard: the zoo's own measured figures\nEvery figure comes from a checkpoint's `metrics.json` or "

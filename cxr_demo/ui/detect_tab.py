@@ -49,7 +49,7 @@ def build() -> None:
                 elem_classes=["disclaimer"])
     with gr.Row():
         with gr.Column(scale=1):
-            upload = gr.File(label=f"Chest X-ray ({UPLOAD_HINT})", type="filepath", height=90, elem_id="detect-upload")
+            upload = gr.File(label=f"Chest X-ray ({UPLOAD_HINT})", type="filepath", height=130, elem_id="detect-upload")
             shown = preview_image()
             gr.Examples([[p] for p in examples.paths()], inputs=[upload], label="Examples: one click detects",
                         example_labels=[examples.label(p) for p in examples.paths()], cache_examples=False)
@@ -58,7 +58,7 @@ def build() -> None:
             nms = gr.Slider(0.1, 0.9, value=0.5, step=0.05, label="NMS IoU (merge boxes overlapping more than this)")
             show = gr.Checkbox(False, label="Show the preprocessing (lung crop and equalization)")
             reference = gr.File(label="Ground-truth boxes (optional CSV: x,y,width,height in the image's pixels)", type="filepath",
-                                file_types=[".csv"], elem_id="detect-reference")
+                                file_types=[".csv"], height=130, elem_id="detect-reference")
             anyway = analyse_anyway_box()
             button = gr.Button("Detect", variant="primary")
         with gr.Column(scale=2):

@@ -46,11 +46,11 @@ def segment_image(upload, model: str | None = None, reference_upload=None, opaci
 def build() -> None:
     models = zoo.names("segment") + zoo.names("multitask")
     # made here, drawn below the model choice: the examples above it fill it too
-    reference = gr.File(label="Ground-truth mask (optional: a black-and-white PNG made for this image)", type="filepath", height=90,
+    reference = gr.File(label="Ground-truth mask (optional: a black-and-white PNG made for this image)", type="filepath", height=130,
                         elem_id="segment-reference", render=False)
     with gr.Row():
         with gr.Column(scale=1):
-            upload = gr.File(label=f"Chest X-ray ({UPLOAD_HINT})", type="filepath", height=90, elem_id="segment-upload")
+            upload = gr.File(label=f"Chest X-ray ({UPLOAD_HINT})", type="filepath", height=130, elem_id="segment-upload")
             shown = preview_image()
             gr.Examples([[p, examples.mask_for(p)] for p in examples.paths()], inputs=[upload, reference],
                         label="Examples: one click segments (the COVID-QU-Ex one brings its lung mask)",

@@ -112,7 +112,7 @@ def build() -> None:
     texts, template_text = PRESETS["clinical"].as_text()
     with gr.Row():
         with gr.Column(scale=1):
-            upload = gr.File(label=f"Chest X-ray ({UPLOAD_HINT})", type="filepath", height=90, elem_id="zeroshot-upload")
+            upload = gr.File(label=f"Chest X-ray ({UPLOAD_HINT})", type="filepath", height=130, elem_id="zeroshot-upload")
             shown = preview_image()
             gr.Examples(examples.paths(), inputs=[upload], label="Examples: one click classifies with the prompts below",
                         example_labels=[examples.label(p) for p in examples.paths()], cache_examples=False)
