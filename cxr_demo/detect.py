@@ -285,8 +285,8 @@ def predict(xray: XRay, model: str | None = None, score_threshold: float = 0.3, 
     boxes, slivers = plausible_boxes(boxes, (xray.meta.width, xray.meta.height))
     notes = list(xray.warnings)
     if slivers:
-        notes.append(f"{slivers} degenerate box{'es' if slivers > 1 else ''} (thinner than {MIN_BOX_SIDE_PX} px or longer than "
-                     f"{MAX_BOX_ASPECT:g}:1, the clipped remains of proposals along the crop edge) not shown.")
+        notes.append(f"{slivers} degenerate box{'es' if slivers > 1 else ''} (thinner than {MIN_BOX_SIDE_SHARE:.0%} of the image or "
+                     f"{MIN_BOX_SIDE_PX} px, or longer than {MAX_BOX_ASPECT:g}:1: the clipped remains of proposals along the crop edge) not shown.")
     if loaded.options.get("demo"):
         notes.append(demo_warning(int(loaded.options.get("train_images", 16))))
     if not boxes:

@@ -372,3 +372,13 @@ def test_offline_imagenet_init_fills_the_whole_mobilenet_v2_backbone():
     from torchvision.ops.misc import FrozenBatchNorm2d
     assert isinstance(model.backbone.body["1"].conv[0][1], FrozenBatchNorm2d)  # ImageNet statistics kept, tiny batches
     assert not model.backbone.body["0"][0].weight.requires_grad and model.backbone.body["18"][0].weight.requires_grad
+
+
+def test_slivers_along_the_crop_edge_are_dropped_and_counted():
+    sliver = detect.Box(100, 223, 136, 224, "Lung Opacity", 0.4)  # what covid-1000.png used to show: 36 x 1 px
+    strip = detect.Box(0, 1019, 153, 1024, "Lung Opacity", 0.48)  # and the example DICOM: 153 x 5 px at the bottom edge
+    long = detect.Box(10, 10, 200, 30, "Lung Opacity", 0.5)  # 190 x 20: long enough, but 9.5:1
+    finding = detect.Box(40, 60, 110, 150, "Lung Opacity", 0.6)
+    kept, dropped = detect.plausible_boxes((sliver, finding, long), (224, 224))
+    assert kept == (finding,) and dropped == 2
+    assert detect.plausible_boxes((strip,), (1024, 1024)) == ((), 1)
