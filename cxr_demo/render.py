@@ -1,6 +1,7 @@
 """Everything that turns plain results into pictures. No model code, no Gradio."""
 from __future__ import annotations
 
+import functools
 import textwrap
 
 import cv2  # opencv-python-headless, which grad-cam already brings
@@ -38,6 +39,7 @@ def heatmap_overlay(pixels: np.ndarray, heatmap: np.ndarray, opacity: float = 0.
     return cv2.addWeighted(gray_to_rgb_uint8(base), 1.0 - opacity, colours, opacity, 0)
 
 
+@functools.lru_cache(maxsize=1)
 def font_file() -> str | None:
     """A legible TrueType font: matplotlib (which grad-cam brings) ships DejaVu. PIL's and torchvision's fallback is 6 px high."""
     import os
@@ -48,6 +50,7 @@ def font_file() -> str | None:
     return path if os.path.isfile(path) else None
 
 
+@functools.lru_cache(maxsize=8)
 def label_font(size: int):
     from PIL import ImageFont
 

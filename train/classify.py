@@ -184,8 +184,8 @@ def counterfactual_batches(cfg: ClassifyConfig, data, splits, train_batches: "Ba
         return Endless(None)
     if cfg.crop != "lungs":
         raise SystemExit("--counterfactual needs --crop lungs: it blanks the lungs found by the same segmenter")
-    lungs = datasets.cached_lungs(data.paths, datasets.cached_pixels(data.paths, cfg.img_size))
-    blanked = datasets.blanked_lung_crops(np.asarray(datasets.cached_pixels(data.paths, cfg.img_size)), lungs, cfg.img_size)
+    pixels = np.asarray(datasets.cached_pixels(data.paths, cfg.img_size))
+    blanked = datasets.blanked_lung_crops(pixels, datasets.cached_lungs(data.paths, pixels), cfg.img_size)
     size = max(1, round(cfg.counterfactual * cfg.batch_size))
     return Endless(Batches(blanked, data.labels, splits["train"], size, train_batches.transform,
                            train_batches.mean, train_batches.std, shuffle=True, seed=cfg.seed + 1))
