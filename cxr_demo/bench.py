@@ -14,20 +14,17 @@ import json
 import os
 import pstats
 import resource
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 
-from cxr_demo import examples, zoo
-from cxr_demo.warmup import configure_threads
+from cxr_demo import zoo
+from cxr_demo.io import examples
+from cxr_demo.serve import REPO_ROOT, AppDidNotStart, running_app
+from cxr_demo.ui.warmup import configure_threads
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-TARGETS_MS = {"classify": 100, "segment": 80, "zeroshot": 60, "detect": 600}
+TARGETS_MS = {name: task.target_ms for name, task in zoo.TASKS.items() if task.target_ms}
 
 
 def time_calls(fn, repeats: int, warmup: int = 3) -> dict:
@@ -89,37 +86,20 @@ def densenet_reference_ms(repeats: int) -> float:
     import timm
     import torch
 
-    from cxr_demo.cam import class_activation_map
+    from cxr_demo.tasks.cam import class_activation_map
 
     model = timm.create_model("densenet121", pretrained=False, num_classes=3, in_chans=1).eval().to(memory_format=torch.channels_last)
     x = torch.rand(1, 1, 224, 224).contiguous(memory_format=torch.channels_last)
     return time_calls(lambda: class_activation_map(model, x, "GradCAM"), repeats)["p50_ms"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def app_ready_seconds(timeout: float = 120.0) -> float:
+def app_ready_seconds() -> float:
     """Seconds from `python app.py` to the server answering HTTP on localhost."""
-    port = free_port()
-    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_ANALYTICS_ENABLED": "False"}
-    start = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "app.py"], cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        while time.perf_counter() - start < timeout:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1) as response:
-                    if response.status == 200:
-                        return round(time.perf_counter() - start, 2)
-            except OSError:
-                time.sleep(0.1)
+        with running_app() as app:
+            return app.ready_s
+    except AppDidNotStart:
         return float("nan")
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def main(argv=None) -> dict:

@@ -15,13 +15,15 @@ import json
 import threading
 import time
 from collections import defaultdict
+from contextlib import nullcontext
 
 import numpy as np
 
-from cxr_demo import examples, zoo
-from cxr_demo.bench import REPO_ROOT, free_port
+from cxr_demo import zoo
+from cxr_demo.io import examples
+from cxr_demo.serve import running_app
 
-ENDPOINTS = {"classify": "/classify", "zeroshot": "/zeroshot", "segment": "/segment", "detect": "/detect"}
+ENDPOINTS = {task: f"/{task}" for task in zoo.ENDPOINTS}
 FULL_MIX = {"compare": "/compare", "scorecam": "/classify"}  # the heaviest clicks: four models at once, a heatmap of 320 passes
 
 
@@ -38,27 +40,6 @@ def server_memory_mb(pid: int) -> dict:
         if key in ("VmRSS", "VmHWM"):
             fields[key] = round(int(value.split()[0]) / 1024, 1)
     return {"server_rss_mb": fields.get("VmRSS"), "server_peak_rss_mb": fields.get("VmHWM")}
-
-
-def start_app() -> tuple[object, str]:
-    import os
-    import subprocess
-    import sys
-    import urllib.request
-
-    port = free_port()
-    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_ANALYTICS_ENABLED": "False"}
-    process = subprocess.Popen([sys.executable, "app.py"], cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            return process, url
-        except OSError:
-            time.sleep(0.25)
-    process.kill()
-    raise SystemExit("app.py did not start within 120 s")
 
 
 def client_loop(url: str, endpoints: list[str], images: list[str], stop_at: float, record, more) -> None:
@@ -85,7 +66,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--mix", choices=("tabs", "full"), default="tabs", help="full: also Compare and a ScoreCAM heatmap")
     parser.add_argument("--url", help="an app that is already running (default: start app.py)")
     args = parser.parse_args(argv)
-    process, url = (None, args.url) if args.url else start_app()
+    with nullcontext(None) if args.url else running_app() as app:
+        return report(args, run_clients(args, app.url if app else args.url), server_memory_mb(app.process.pid) if app else {})
+
+
+def run_clients(args, url: str) -> tuple[dict[str, list[float]], list[str], float]:
     endpoints = [task for task in ENDPOINTS if zoo.names(task)] + (list(FULL_MIX) if args.mix == "full" else [])
     images = examples.paths()
     times: dict[str, list[float]] = defaultdict(list)
@@ -102,20 +87,18 @@ def main(argv=None) -> dict:
         with lock:
             return args.requests is None or sum(len(v) for v in times.values()) < args.requests
 
-    try:
-        started = time.time()
-        stop_at = started + args.seconds
-        threads = [threading.Thread(target=client_loop, args=(url, endpoints[k:] + endpoints[:k], images, stop_at, record, more))
-                   for k in range(args.clients)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        elapsed = time.time() - started
-        memory = server_memory_mb(process.pid) if process is not None else {}
-    finally:
-        if process is not None:
-            process.terminate()
+    started = time.time()
+    threads = [threading.Thread(target=client_loop, args=(url, endpoints[k:] + endpoints[:k], images, started + args.seconds, record, more))
+               for k in range(args.clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return times, failures, time.time() - started
+
+
+def report(args, outcome: tuple[dict[str, list[float]], list[str], float], memory: dict) -> dict:
+    times, failures, elapsed = outcome
     total = sum(len(v) for v in times.values())
     result = {"clients": args.clients, "seconds": round(elapsed, 1), "requests": total, "failures": len(failures),
               "throughput_rps": round(total / elapsed, 2),

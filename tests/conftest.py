@@ -7,18 +7,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import shutil
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import timm
 import torch
 
-from cxr_demo import zoo
+from cxr_demo import serve, zoo
+from cxr_demo.zoo import catalog
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
@@ -136,43 +133,20 @@ def tiny_zoo(tmp_path_factory) -> zoo.Zoo:
 def use_zoo(monkeypatch):
     """Make the process-wide zoo a given one for the duration of a test."""
     def install(z: zoo.Zoo) -> zoo.Zoo:
-        monkeypatch.setattr(zoo, "_ZOO", z)
+        monkeypatch.setattr(catalog, "_ZOO", z)
         return z
     return install
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
 def running_app():
     """`python app.py` on a free localhost port, with the shipped zoo; yields its URL."""
-    port = _free_port()
-    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1"}
     log = open(REPO / ".pytest_cache" / "app.log", "w") if (REPO / ".pytest_cache").is_dir() else subprocess.DEVNULL
-    process = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"app.py exited with code {process.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                break
-        except OSError:
-            time.sleep(0.25)
-    else:
-        process.kill()
-        pytest.fail("app.py did not answer within 120 s")
-    yield url
-    process.terminate()
     try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
+        with serve.running_app(log) as app:
+            yield app.url
+    except serve.AppDidNotStart as error:
+        pytest.fail(str(error))
 
 
 TINY_CLIP_CFG = {

@@ -84,7 +84,7 @@ def test_detect_endpoint_needs_only_the_image(client, example_dicom):
 
 
 def test_detect_draws_no_slivers_on_any_example(client):
-    from cxr_demo import examples
+    from cxr_demo.io import examples
 
     for example in examples.paths():
         _, boxes, _, _ = client.predict(handle_file(example), "opacity-frcnn-mobilenetv2", 0.05, api_name="/detect")
@@ -102,7 +102,7 @@ def test_compare_endpoint_needs_only_the_image(client, example_png):
 
 @pytest.mark.parametrize("task", ["classify", "segment", "detect"])
 def test_compare_endpoint_serves_every_task_with_its_models(client, example_dicom, task):
-    from cxr_demo import compare
+    from cxr_demo.tasks import compare
 
     models = compare.candidates(task)[:2]  # the shipped zoo has one detector: Compare shows it alone
     gallery, table, _ = client.predict(handle_file(str(example_dicom)), task, models, api_name="/compare")

@@ -151,7 +151,7 @@ def test_a_chest_x_ray_shows_the_why_panel_and_the_counterfactual(page):
 
 
 def test_one_click_on_an_example_gives_a_result(page):
-    from cxr_demo import examples
+    from cxr_demo.io import examples
 
     page.get_by_text(examples.label(examples.EXAMPLES_DIR / "covid-1000.png")).first.click()
     page.locator("#classify-label").get_by_text("%").first.wait_for(timeout=60_000)

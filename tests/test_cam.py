@@ -6,7 +6,7 @@ import pytest
 import timm
 import torch
 
-from cxr_demo.cam import METHODS, SLOW_METHODS, class_activation_map, reshape_transform, target_layer
+from cxr_demo.tasks.cam import METHODS, SLOW_METHODS, class_activation_map, reshape_transform, target_layer
 
 ARCHITECTURES = {
     "efficientnet": dict(name="tf_efficientnet_lite0", size=128),

@@ -13,7 +13,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cxr_demo import detect, zoo
+from cxr_demo import zoo
+from cxr_demo.io import detector_input
+from cxr_demo.render import boxes as box_render
+from cxr_demo.tasks import detect
+from cxr_demo.zoo import detector
 from cxr_demo.io import read_xray
 from cxr_demo.ui.detect_tab import BOX_HEADERS, detect_image
 from tests.conftest import SHIPPED_LUNG_SEGMENTER, EXAMPLES, SHARED_DATA, needs_shared_data, tiny_zoo_toml
@@ -117,11 +121,11 @@ def framed_image(h: int, w: int, border: int) -> np.ndarray:
 
 
 def test_lung_crop_trims_black_borders_but_never_more_than_allowed():
-    x0, y0, x1, y1 = detect.lung_crop_box(framed_image(400, 300, 40), max_cut=0.25, margin=0.0)
+    x0, y0, x1, y1 = detector_input.lung_crop_box(framed_image(400, 300, 40), max_cut=0.25, margin=0.0)
     assert abs(x0 - 40) <= 3 and abs(y0 - 40) <= 4 and abs(x1 - 260) <= 3 and abs(y1 - 360) <= 4
-    x0, y0, x1, y1 = detect.lung_crop_box(framed_image(400, 300, 120), max_cut=0.1, margin=0.0)
+    x0, y0, x1, y1 = detector_input.lung_crop_box(framed_image(400, 300, 120), max_cut=0.1, margin=0.0)
     assert (x0, y0, x1, y1) == (30, 40, 270, 360)
-    assert detect.lung_crop_box(framed_image(400, 300, 40), max_cut=0) == (0, 0, 300, 400)
+    assert detector_input.lung_crop_box(framed_image(400, 300, 40), max_cut=0) == (0, 0, 300, 400)
 
 
 @settings(max_examples=40, deadline=None)
@@ -132,7 +136,7 @@ def test_boxes_map_back_through_crop_and_resize(h, w, border, size, box):
     pixels = framed_image(h, w, border)
     xs, ys = sorted([box[0] * w, box[2] * w]), sorted([box[1] * h, box[3] * h])
     original = torch.tensor([[xs[0], ys[0], xs[1] + 1, ys[1] + 1]])
-    prepared = detect.prepare(pixels, detect.DetectPreprocess(size, equalize=False, crop_max_cut=0.25), original)
+    prepared = detector_input.prepare(pixels, detector_input.DetectPreprocess(size, equalize=False, crop_max_cut=0.25), original)
     assert max(prepared.image.shape[-2:]) == size
     cx0, cy0, cx1, cy1 = prepared.crop
     clipped = torch.stack([original[:, 0].clamp(cx0, cx1), original[:, 1].clamp(cy0, cy1),
@@ -143,7 +147,7 @@ def test_boxes_map_back_through_crop_and_resize(h, w, border, size, box):
 def test_boxes_follow_the_pixels_they_mark():
     pixels = framed_image(300, 400, 50)
     pixels[100:160, 220:300] = 1.0  # a bright 'finding'
-    prepared = detect.prepare(pixels, detect.DetectPreprocess(200, equalize=False), torch.tensor([[220.0, 100.0, 300.0, 160.0]]))
+    prepared = detector_input.prepare(pixels, detector_input.DetectPreprocess(200, equalize=False), torch.tensor([[220.0, 100.0, 300.0, 160.0]]))
     bright = np.argwhere(prepared.image[0].numpy() > 200)
     (y0, x0), (y1, x1) = bright.min(0), bright.max(0) + 1
     assert torch.allclose(prepared.boxes[0], torch.tensor([x0, y0, x1, y1], dtype=torch.float32), atol=1.5)
@@ -151,8 +155,8 @@ def test_boxes_follow_the_pixels_they_mark():
 
 def test_equalization_is_applied_after_the_crop():
     pixels = framed_image(200, 200, 30) + np.linspace(0, 0.3, 200, dtype=np.float32)[None]
-    plain = detect.prepare(pixels, detect.DetectPreprocess(128, equalize=False)).image
-    equalized = detect.prepare(pixels, detect.DetectPreprocess(128, equalize=True)).image
+    plain = detector_input.prepare(pixels, detector_input.DetectPreprocess(128, equalize=False)).image
+    equalized = detector_input.prepare(pixels, detector_input.DetectPreprocess(128, equalize=True)).image
     assert plain.shape == equalized.shape and equalized.float().std() > plain.float().std()
 
 
@@ -175,11 +179,11 @@ class Oracle(torch.nn.Module):
 @needs_shared_data
 def test_map_is_one_for_perfect_boxes_and_drops_when_they_shift():
     samples = read_source(str(RSNA))[:3]
-    options = detect.DetectPreprocess(256)
+    options = detector_input.DetectPreprocess(256)
     truth = []
     for sample in samples:
         pixels, boxes = load_sample(sample)
-        truth.append(detect.prepare(pixels, options, boxes).boxes.as_subclass(torch.Tensor))
+        truth.append(detector_input.prepare(pixels, options, boxes).boxes.as_subclass(torch.Tensor))
     perfect = score(Oracle([b.clone() for b in truth]), samples, options, ["Lung Opacity"])
     shifted = score(Oracle([b + torch.tensor([12.0, 12.0, 12.0, 12.0]) for b in truth]), samples, options, ["Lung Opacity"])
     assert perfect["map50"] == pytest.approx(1.0) and perfect["map"] == pytest.approx(1.0, abs=0.02)
@@ -219,7 +223,7 @@ def trained(box_folder, tmp_path_factory):
 def det_zoo(trained, use_zoo):
     folder, _ = trained
     entry = dict(name="tiny-frcnn", task="detect", arch="fasterrcnn_mobilenet_v2_fpn", labels=["Lung Opacity"],
-                 input_size=SIZE, source=f"local:{folder}", default=True)
+                 input_size=SIZE, mean=list(detector.IMAGENET_MEAN), std=list(detector.IMAGENET_STD), source=f"local:{folder}", default=True)
     return use_zoo(zoo.Zoo.from_toml(tiny_zoo_toml(folder.parent, [entry, SHIPPED_LUNG_SEGMENTER])))
 
 
@@ -280,10 +284,27 @@ def test_weights_that_do_not_fit_are_refused(trained, use_zoo, tmp_path):
     config = json.loads((broken / "config.json").read_text())
     config["detector"]["representation_size"] = 32
     (broken / "config.json").write_text(json.dumps(config))
-    entry = dict(name="broken", task="detect", arch="fasterrcnn_mobilenet_v2_fpn", source=f"local:{broken}")
+    entry = dict(name="broken", task="detect", arch="fasterrcnn_mobilenet_v2_fpn", source=f"local:{broken}",
+                 mean=list(detector.IMAGENET_MEAN), std=list(detector.IMAGENET_STD))
     use_zoo(zoo.Zoo.from_toml(tiny_zoo_toml(tmp_path, [entry, SHIPPED_LUNG_SEGMENTER])))
     with pytest.raises(zoo.ModelUnavailable, match="do not fit"):
         zoo.load("broken")
+
+
+def test_the_detector_normalises_with_the_zoo_statistics_and_refuses_other_ones(trained, use_zoo, tmp_path):
+    folder, _ = trained
+    config = json.loads((folder / "config.json").read_text())
+    gray = dict(name="gray", task="detect", arch="fasterrcnn_mobilenet_v2_fpn", source=f"local:{folder}", mean=[0.5], std=[0.25])
+    use_zoo(zoo.Zoo.from_toml(tiny_zoo_toml(tmp_path, [gray, SHIPPED_LUNG_SEGMENTER])))
+    with pytest.raises(zoo.ModelUnavailable, match="trained with"):
+        zoo.load("gray")
+    del config["pretrained_cfg"]  # a checkpoint that does not say: zoo.toml's figures are built into the detector
+    (tmp_path / "unsaid").mkdir()
+    shutil.copy(folder / "model.safetensors", tmp_path / "unsaid")
+    (tmp_path / "unsaid" / "config.json").write_text(json.dumps(config))
+    use_zoo(zoo.Zoo.from_toml(tiny_zoo_toml(tmp_path, [{**gray, "source": f"local:{tmp_path / 'unsaid'}"}, SHIPPED_LUNG_SEGMENTER])))
+    transform = zoo.load("gray").module.transform
+    assert (transform.image_mean, transform.image_std) == ([0.5] * 3, [0.25] * 3)
 
 
 def test_detect_handler_draws_boxes_and_scores_ground_truth(det_zoo, example_png, tmp_path):
@@ -303,9 +324,9 @@ def test_detect_handler_draws_boxes_and_scores_ground_truth(det_zoo, example_png
 def test_overlay_marks_boxes_in_their_colour():
     pixels = np.full((300, 600), 0.5, np.float32)
     box = detect.Box(40, 20, 240, 200, "Lung Opacity", 0.9)
-    overlay = detect.draw_boxes(pixels, [box], original_size=(1200, 600))  # boxes given on a 2x larger original
-    assert tuple(overlay[10, 100]) == detect.BOX_COLOUR  # top edge at y = 20 / 2
-    assert tuple(overlay[70, 60]) != detect.BOX_COLOUR  # inside, below the label
+    overlay = box_render.draw_boxes(pixels, [box], original_size=(1200, 600))  # boxes given on a 2x larger original
+    assert tuple(overlay[10, 100]) == box_render.BOX_COLOUR  # top edge at y = 20 / 2
+    assert tuple(overlay[70, 60]) != box_render.BOX_COLOUR  # inside, below the label
     label_row = overlay[12:28, 21:60]
     assert (label_row == 255).all(axis=2).any()  # white label text on the box colour
 
@@ -337,19 +358,19 @@ def test_detect_handler_bad_inputs(det_zoo, tmp_path, example_png):
         detect_image(str(example_png), "no-such-detector")
 
 
-@pytest.mark.parametrize("arch", detect.ARCHITECTURES)
+@pytest.mark.parametrize("arch", detector.ARCHITECTURES)
 def test_every_architecture_builds_through_one_path(arch):
-    spec = detect.DetectorSpec(arch=arch, input_size=96, representation_size=32, rpn_pre_nms_top_n_test=20,
+    spec = detector.DetectorSpec(arch=arch, input_size=96, representation_size=32, rpn_pre_nms_top_n_test=20,
                                rpn_post_nms_top_n_test=20)
-    model = detect.build_detector(spec).eval()
-    prepared = detect.prepare(framed_image(120, 100, 10), detect.DetectPreprocess(96))
+    model = detector.build_detector(spec).eval()
+    prepared = detector_input.prepare(framed_image(120, 100, 10), detector_input.DetectPreprocess(96))
     output = detect.run_detector(model, [prepared], 0.0, 0.5)[0]
     assert output["boxes"].shape[1] == 4 and len(output["boxes"]) == len(output["scores"])
 
 
 def test_unknown_architecture_is_refused():
     with pytest.raises(ValueError, match="fasterrcnn_mobilenet_v2_fpn"):
-        detect.build_detector(detect.DetectorSpec(arch="yolo-v99"))
+        detector.build_detector(detector.DetectorSpec(arch="yolo-v99"))
     with pytest.raises(SystemExit, match="--arch"):
         from train.detect import build_model
         build_model(DetectConfig(arch="yolo-v99"), ["Lung Opacity"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cxr_demo import lungs
+from cxr_demo.intake import lungs
 
 
 def two_lungs_and_a_bubble(size: int = 100) -> np.ndarray:

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from huggingface_hub import ModelCardData
 from PIL import Image
 
-from cxr_demo import segment, zoo
+from cxr_demo import zoo
+from cxr_demo.tasks import segment
 from cxr_demo.io import InvalidImage, read_xray
 from cxr_demo.ui.segment_tab import segment_image
 from tests.conftest import SHARED_DATA, needs_shared_data, tiny_zoo_toml
@@ -262,7 +263,7 @@ def test_unknown_architecture_is_refused():
 
 @pytest.mark.parametrize("aux_classes", [None, 3])
 def test_onnxruntime_export_gives_pytorchs_outputs(aux_classes, monkeypatch):
-    from cxr_demo.runtime import OnnxRuntimeModule, with_onnxruntime
+    from cxr_demo.zoo.runtime import OnnxRuntimeModule, with_onnxruntime
 
     torch.manual_seed(0)
     model = smp.create_model("unet", encoder_name="mobilenet_v2", encoder_weights=None, in_channels=1, classes=1,

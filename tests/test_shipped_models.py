@@ -1,4 +1,4 @@
-"""The checkpoints committed in weights/: they load, they are not random, and the gate knows a photo from a CXR.
+"""The checkpoints committed in weights/: they load, they are not random, and the input check refuses a document, noise or a turned film.
 
 These check behaviour of the real models (cheap, a few images). Quality figures are benchmarks: see train.evaluate.
 The feature gate is not asked to reject photographs: measured, it does not (see the README's limitations).
@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cxr_demo import classify, segment, zoo
+from cxr_demo import zoo
+from cxr_demo.tasks import classify, segment
 from cxr_demo.io import read_xray
 from tests.conftest import EXAMPLES, REPO
 
@@ -58,7 +59,7 @@ def test_bench_profile_names_the_functions_a_request_spends_its_time_in(example_
     from cxr_demo.ui.segment_tab import segment_image
 
     report = profile_calls(uncached(lambda: segment_image(str(example_png))), repeats=2)  # a new image each time, as the bench
-    assert "cxr_demo/lungs.py" in report and "(find_lungs)" in report  # the lung mask is most of a Segment click
+    assert "cxr_demo/intake/lungs.py" in report and "(find_lungs)" in report  # the lung mask is most of a Segment click
     # sorted by cumulative time: the tab handler encloses the shared intake stage, so it comes first
     assert report.index("(segment_image)") < report.index("(find_lungs)")
 

@@ -13,7 +13,7 @@ from cxr_demo import zoo
 from train import data as datasets
 from train.classify import ClassifyConfig, build_model, classify_loss, freeze_all_but_last, parse_args, train
 from train.evaluate import main as evaluate_main
-from cxr_demo.metrics import classification_report, fit_temperature
+from cxr_demo.tasks.metrics import classification_report, fit_temperature
 from tests.conftest import (SHIPPED_LUNG_SEGMENTER, LABELS, SHARED_DATA, export_random_classifier, needs_shared_data,
                             tiny_zoo_toml)
 
@@ -142,7 +142,8 @@ def test_folders_that_are_not_classes_are_read_as_unlabelled(tmp_path, tiny_zoo,
 
 
 def test_evaluate_check_counts_what_the_input_check_refuses(tmp_path, tiny_zoo, use_zoo, example_png, capsys, monkeypatch):
-    from cxr_demo import check, intake
+    from cxr_demo import intake
+    from cxr_demo.intake import check
 
     use_zoo(tiny_zoo)
     for name in ("a.png", "b.png"):
@@ -211,7 +212,7 @@ def test_training_can_start_from_a_zoo_checkpoint(tmp_path):
 
 
 def test_gate_flags_what_is_far_from_training_features():
-    from cxr_demo.gate import FeatureGate
+    from cxr_demo.zoo.gate import FeatureGate
 
     torch.manual_seed(0)
     train_features, val_features = torch.randn(2000, 64), torch.randn(300, 64)
@@ -223,7 +224,7 @@ def test_gate_flags_what_is_far_from_training_features():
 
 
 def test_reliability_bins_count_every_prediction_and_measure_its_accuracy():
-    from cxr_demo.metrics import reliability_bins
+    from cxr_demo.tasks.metrics import reliability_bins
 
     probs = torch.tensor([[0.95, 0.05], [0.92, 0.08], [0.55, 0.45], [0.42, 0.58]])
     bins = reliability_bins(probs, torch.tensor([0, 1, 0, 1]), n_bins=10)

@@ -30,7 +30,8 @@ def test_classify_handler_returns_every_output(example_png):
 
 @pytest.fixture
 def flag_everything(monkeypatch):
-    from cxr_demo import check, intake
+    from cxr_demo.intake import stage as intake
+    from cxr_demo.intake import check
 
     verdict = check.Verdict(True, "This looks upside down. Upload the film upright.", "upside down")
     monkeypatch.setattr(intake, "check", lambda xray, lungs, model=None: verdict)
@@ -116,7 +117,10 @@ def test_model_summary_quotes_the_card_and_the_shortcut(tmp_path, use_zoo):
     folder = export_random_classifier(tmp_path / "m", "mobilenetv2_035")
     (folder / "metrics.json").write_text(json.dumps({"test": {"macro_f1": 0.9512, "accuracy": 0.95, "ece": 0.02, "n": 535},
                                                      "audit": {"external": {"accuracy": 0.9, "n": 9}, "lungs_removed": {"accuracy": 0.578, "n": 535}}}))
-    use_zoo(zoo.Zoo.from_toml(tiny_zoo_toml(tmp_path, [dict(name="m", task="classify", arch="mobilenetv2_035", labels=LABELS, source=f"local:{folder}")])))
+    entry = dict(name="m", task="classify", arch="mobilenetv2_035", labels=LABELS, source=f"local:{folder}")
+    caveat = "Its Viral Pneumonia images are all of young children."
+    use_zoo(zoo.Zoo.from_toml(tiny_zoo_toml(tmp_path, [{**entry, "caveat": caveat}, {**entry, "name": "adult"}])))
     text = model_summary("m")
-    assert "0.951" in text and "n=535" in text and "children" in text
+    assert "0.951" in text and "n=535" in text and caveat in text
+    assert "children" not in model_summary("adult")  # the caveat is the model's, not every classifier's
     assert "Other hospitals: accuracy 0.90 (n=9)" in text and "lungs removed: accuracy **0.58**" in text

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from cxr_demo import zoo
+from cxr_demo.zoo import catalog
 from tests.conftest import LABELS, REPO, export_random_classifier, tiny_zoo_toml
 
 
@@ -60,7 +61,7 @@ def test_hub_model_offline_fails_fast_with_a_plain_reason(tiny_zoo):
 
 
 def test_hub_model_prefers_a_local_copy(tmp_path, monkeypatch):
-    monkeypatch.setattr(zoo, "REPO_ROOT", tmp_path)
+    monkeypatch.setattr(catalog, "REPO_ROOT", tmp_path)
     export_random_classifier(tmp_path / "weights" / "mirrored", "mobilenetv2_035")
     spec = zoo.ModelSpec(name="mirrored", task="classify", arch="mobilenetv2_035", labels=tuple(LABELS),
                          source="hf-hub:cxr-demo/mirrored@v1")
@@ -101,3 +102,21 @@ def test_unknown_toml_keys_are_kept_as_extra(tmp_path):
     toml = tiny_zoo_toml(tmp_path, [dict(name="m", task="classify", arch="a", source="local:x", paper="arXiv:1234")])
     assert zoo.Zoo.from_toml(toml).get("m").extra == {"paper": "arXiv:1234"}
     assert tomllib.loads(toml.read_text())
+
+
+def test_every_kind_has_exactly_one_loader_once_the_zoo_is_imported():
+    from cxr_demo.zoo import loaders
+
+    assert set(loaders.LOADERS) == set(zoo.KINDS)
+    with pytest.raises(ValueError, match="already registered"):
+        loaders.register_loader("classify")(lambda *args: None)
+    with pytest.raises(ValueError, match="not a zoo kind"):
+        loaders.register_loader("ocr")(lambda *args: None)
+    assert loaders.LOADERS["classify"].__name__ == "_load_timm_classifier"
+
+
+def test_the_task_table_names_a_training_module_that_exists_for_every_kind():
+    import importlib.util
+
+    assert all(importlib.util.find_spec(module) for module in zoo.KINDS.values())
+    assert set(zoo.ENDPOINTS) == {"classify", "zeroshot", "segment", "detect"}

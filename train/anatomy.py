@@ -15,7 +15,7 @@ from scipy import ndimage
 
 from cxr_demo import zoo
 from cxr_demo.io import InvalidImage, read_xray
-from cxr_demo.lungs import run_segmenter, two_largest
+from cxr_demo.intake.lungs import run_segmenter, two_largest
 from train.audit import SHARED
 from train.evaluate import image_paths
 

@@ -25,8 +25,8 @@ from timm.scheduler import create_scheduler_v2
 from torchvision.transforms import v2
 from tqdm import tqdm
 
-from cxr_demo.check import UPRIGHT
-from cxr_demo.preprocess import apply_steps, normalize
+from cxr_demo.intake.check import UPRIGHT
+from cxr_demo.io.preprocess import apply_steps, normalize
 from train import data as datasets
 from train import negatives
 from train.classify import ClassifyConfig, GaussianGrain, RandomGamma, build_model

@@ -25,12 +25,12 @@ from timm.utils import ModelEmaV3
 from torchvision.transforms import v2
 from tqdm import tqdm
 
-from cxr_demo.preprocess import apply_steps, normalize
+from cxr_demo.io.preprocess import apply_steps, normalize
 from train import data as datasets
 from train.cli import parse_config, start_run
 from train.export import export_checkpoint, push_to_hub
 from train.gate import fit_gate
-from cxr_demo.metrics import classification_report, fit_temperature
+from cxr_demo.tasks.metrics import classification_report, fit_temperature
 
 
 @dataclass

@@ -25,14 +25,14 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from tqdm import tqdm
 
-from cxr_demo import clip_model
-from cxr_demo.preprocess import apply_steps
+from cxr_demo.zoo import clip_model
+from cxr_demo.io.preprocess import apply_steps
 from train import data as datasets
 from train.captions import caption_bank, sample_captions
 from train.classify import Batches, train_augment
 from train.cli import parse_config, start_run
 from train.export import export_checkpoint
-from cxr_demo.metrics import classification_report
+from cxr_demo.tasks.metrics import classification_report
 
 MEAN, STD = (0.5,), (0.5,)  # EfficientNet-Lite's normalisation
 

@@ -106,7 +106,8 @@ def cached_pixels(paths: list[Path], size: int) -> np.ndarray:
 def cached_lungs(paths: list[Path], pixels: np.ndarray, segmenter: str | None = None) -> dict[str, np.ndarray]:
     """The zoo segmenter's lung box (top, left, bottom, right fractions), lung area and 64 px mask for every image,
     through the app's own `cxr_demo.lungs` path; cached on disk like the pixels."""
-    from cxr_demo import lungs, zoo
+    from cxr_demo import zoo
+    from cxr_demo.intake import lungs
 
     name = segmenter or zoo.default("segment").name
     key = hashlib.sha1(("\n".join(map(str, paths)) + f"|{name}|{lungs.BOX_MARGIN}").encode()).hexdigest()[:16]
@@ -127,7 +128,7 @@ def cached_lungs(paths: list[Path], pixels: np.ndarray, segmenter: str | None = 
 
 def lung_crops(pixels: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
     """Every image cropped to its lung box and squashed back to `size` (uint8, N x size x size)."""
-    from cxr_demo.lungs import crop_to_box
+    from cxr_demo.intake.lungs import crop_to_box
 
     out = np.empty((len(pixels), size, size), np.uint8)
     for i, (image, box) in enumerate(zip(pixels, boxes)):
@@ -137,7 +138,7 @@ def lung_crops(pixels: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
 
 def blanked_lung_crops(pixels: np.ndarray, lungs: dict[str, np.ndarray], size: int) -> np.ndarray:
     """The lung crops with the lungs blanked out, exactly as `train.evaluate --lungs-removed` makes them."""
-    from cxr_demo.lungs import blank_lungs
+    from cxr_demo.intake.lungs import blank_lungs
 
     blanked = np.stack([blank_lungs(np.asarray(image), mask) for image, mask in zip(pixels, lungs["masks"])])
     return lung_crops(blanked, lungs["boxes"], size)

@@ -10,7 +10,7 @@
 Pneumonia) or `train_image_level.csv::IMAGES` (SIIM-FISABIO-RSNA); see `train.det_data.read_source`.
 The split is a patient-grouped k-fold (`--folds`): fold `--fold` is held out and scored once at the end; with
 `--val-fold` another fold picks the checkpoint (mAP@0.5), otherwise the last epoch is kept. `--folds 1` trains on all.
-Preprocessing is the seed's (`cxr_demo.detect.prepare`): lung crop from the row/column profiles, then equalization.
+Preprocessing is the seed's (`cxr_demo.io.detector_input.prepare`): lung crop from the row/column profiles, then equalization.
 Interrupted runs resume from `runs/<name>/last.pt`. `--init`: a torchvision ImageNet .safetensors of the backbone
 (offline), `hub` (torchvision's download) or none.
 """
@@ -31,8 +31,9 @@ from torchvision import models, tv_tensors
 from torchvision.transforms import v2
 from tqdm import tqdm
 
-from cxr_demo.detect import ARCHITECTURES, BACKBONES, DetectorSpec, DetectPreprocess, backbone_network, \
-    build_detector, demo_warning, prepare, run_detector
+from cxr_demo.io.detector_input import DetectPreprocess, prepare
+from cxr_demo.tasks.detect import demo_warning, run_detector
+from cxr_demo.zoo.detector import ARCHITECTURES, BACKBONES, DetectorSpec, backbone_network, build_detector
 from train.cli import parse_config, start_run
 from train.det_data import Sample, grouped_folds, label_names, load_sample, read_source
 from train.export import export_checkpoint, push_to_hub
@@ -301,7 +302,7 @@ X-rays, trained by cxr-demo's `train/detect.py` on {", ".join(cfg.data)}. **A te
 {", ".join(metrics["data"]["held_out"]) or "none"}. Backbone init: {cfg.init or "random"} ({cfg.trainable_layers} trainable
 stages, frozen batch-norm statistics when initialised). AdamW lr {cfg.lr} (one-cycle), weight decay {cfg.weight_decay},
 {cfg.epochs} epochs, batch {cfg.batch_size}, longest side {cfg.img_size} px. Preprocessing (shared with the app,
-`cxr_demo.detect.prepare`): lung crop from the row/column mean profiles (at most {cfg.crop_max_cut:.0%} off each side),
+`cxr_demo.io.detector_input.prepare`): lung crop from the row/column mean profiles (at most {cfg.crop_max_cut:.0%} off each side),
 then `{cfg.preprocess}`. Box-aware augmentation: horizontal flip, rotation ±5°, shift, scale, brightness/contrast.
 Minutes per epoch (2-core CPU, shared): {metrics["minutes_per_epoch"]:.2f}.
 
@@ -322,14 +323,15 @@ Not validated on any population; expect missed findings and false boxes. Not for
 def evaluate_detector(model_name: str, data_dir: Path, only_held_out: bool = False) -> dict:
     """mAP of a zoo detector on a detection folder (any `--data` form), through the app's own predictor.
     `only_held_out` keeps the images the model's metrics.json lists as held out (its training data is the rest)."""
-    from cxr_demo import detect, zoo
+    from cxr_demo import zoo
+    from cxr_demo.tasks import detect
     from cxr_demo.io import read_xray
 
     samples = read_source(str(data_dir))
     if only_held_out:
         held = set((zoo.metrics(model_name) or {}).get("data", {}).get("held_out", []))
         samples = [s for s in samples if s.image.name in held]
-    labels = list(detect.DetectorSpec.from_dict(zoo.load(model_name).config["detector"]).label_names)
+    labels = list(DetectorSpec.from_dict(zoo.load(model_name).config["detector"]).label_names)
     metric = MeanAveragePrecision(iou_type="bbox")
     for sample in tqdm(samples, desc="evaluate", unit="img", file=sys.stderr):
         xray = read_xray(sample.image)

@@ -25,14 +25,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from cxr_demo import classify, zoo
+from cxr_demo import zoo
+from cxr_demo.tasks import classify
 from cxr_demo.intake import intake
 from cxr_demo.io import InvalidImage, XRay, read_xray
-from cxr_demo.lungs import Lungs, blank_lungs
-from cxr_demo.preprocess import upsample_to
+from cxr_demo.intake.lungs import Lungs, blank_lungs
+from cxr_demo.io.preprocess import upsample_to
 from PIL import Image
 from train import data as datasets
-from cxr_demo.metrics import classification_report
+from cxr_demo.tasks.metrics import classification_report
 
 TASKS = ("classify", "zeroshot", "segment", "detect", "check")
 # a multi-task model is scored as a classifier or as a segmenter
@@ -145,7 +146,7 @@ def evaluate_check(data_dir: Path) -> dict:
 
 def evaluate_segmenter(model_name: str, data_dir: Path, masks: str) -> dict:
     """Mean Dice/IoU over a folder with images/ and masks/ (or `--masks NAME`), or a pairs.csv, through the app's predictor."""
-    from cxr_demo import segment
+    from cxr_demo.tasks import segment
     from train.seg_data import read_image_mask_folder, read_pairs_csv
 
     pairs = read_pairs_csv(data_dir) if data_dir.suffix == ".csv" else read_image_mask_folder(data_dir, masks=masks)
@@ -161,7 +162,7 @@ def evaluate_segmenter(model_name: str, data_dir: Path, masks: str) -> dict:
 
 def evaluate_zeroshot(loaded: zoo.Loaded, paths: list[Path], labels: list[str], presets: list[str] | None = None) -> dict[str, dict]:
     """A classification report per prompt preset, through the app's zero-shot path (image embeddings computed once)."""
-    from cxr_demo import zeroshot
+    from cxr_demo.tasks import zeroshot
 
     unknown = [p for p in presets or [] if p not in zeroshot.PRESETS]
     if unknown:

@@ -15,8 +15,8 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from cxr_demo import zoo
-from cxr_demo.gate import FeatureGate, capture_pre_logits, split_state
-from cxr_demo.preprocess import apply_steps
+from cxr_demo.zoo.gate import FeatureGate, capture_pre_logits, split_state
+from cxr_demo.io.preprocess import apply_steps
 from train import data as datasets
 
 

@@ -21,12 +21,12 @@ import torch.nn.functional as F
 from huggingface_hub import ModelCardData
 from tqdm import tqdm
 
-from cxr_demo.preprocess import apply_steps, normalize
+from cxr_demo.io.preprocess import apply_steps, normalize
 from train import data as datasets
 from train.classify import train_augment
 from train.cli import parse_config, start_run
 from train.export import export_checkpoint
-from cxr_demo.metrics import classification_report
+from cxr_demo.tasks.metrics import classification_report
 from train.segment import MEAN, STD, SegmentConfig, as_tensors, build_model, dice_iou, joint_augment, read_source, split_index
 
 NO_CLASS = -1

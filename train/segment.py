@@ -24,7 +24,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from tqdm import tqdm
 
-from cxr_demo.preprocess import apply_steps, normalize
+from cxr_demo.io.preprocess import apply_steps, normalize
 from train.cli import parse_config, start_run
 from train.export import export_checkpoint, push_to_hub
 from train.seg_data import Pair, load_pair, read_image_mask_folder, read_pairs_csv, read_siim_rle

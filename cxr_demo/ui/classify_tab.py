@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import gradio as gr
 
-from cxr_demo import classify, examples, zoo
-from cxr_demo.cam import METHODS, SLOW_METHODS
+from cxr_demo import zoo
+from cxr_demo.tasks import classify
+from cxr_demo.io import examples
+from cxr_demo.tasks.cam import METHODS, SLOW_METHODS
 from cxr_demo.intake import Intake
 from cxr_demo.io import XRay
-from cxr_demo.lungs import FULL_FILM, blank_lungs
+from cxr_demo.intake.lungs import FULL_FILM, blank_lungs
 from cxr_demo.render import display_pixels, gray_to_rgb_uint8, heatmap_overlay, outline_box, with_colour_scale
 from cxr_demo.ui.common import (UPLOAD_HINT, analyse_anyway_box, load_checked, model_choices, notes_markdown, preview_image,
                                 run_on_upload, unreliable, user_errors)
@@ -39,8 +41,8 @@ def model_summary(model_name: str | None) -> str:
     if audit:
         lines.append(f"Other hospitals: accuracy {audit['external']['accuracy']:.2f} (n={audit['external']['n']}). "
                      f"With the lungs removed: accuracy **{audit['lungs_removed']['accuracy']:.2f}** (n={audit['lungs_removed']['n']}; chance 0.33).")
-    lines.append("Its Viral Pneumonia images are all of young children from one hospital: the model may be "
-                 "recognising a child, not a disease. Check where the heatmap looks.")
+    if spec.caveat:
+        lines.append(spec.caveat)
     return "\n\n".join(lines)
 
 

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 import gradio as gr
 
 from cxr_demo import NOT_A_MEDICAL_DEVICE, zoo
-from cxr_demo.check import InputRefused
+from cxr_demo.intake.check import InputRefused
 from cxr_demo.intake import Intake, admit, intake
 from cxr_demo.io import InvalidImage, XRay, read_xray
 from cxr_demo.render import display_pixels, gray_to_rgb_uint8

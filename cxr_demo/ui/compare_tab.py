@@ -4,13 +4,16 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from cxr_demo import compare, examples, leaderboard
-from cxr_demo.cam import METHODS
+from cxr_demo.tasks import compare
+from cxr_demo.io import examples
+from cxr_demo.render.boxes import draw_boxes
+from cxr_demo.reports import leaderboard
+from cxr_demo.tasks.cam import METHODS
 from cxr_demo.render import confusion_figure, heatmap_overlay, mask_overlay, reliability_figure, with_colour_scale
-from cxr_demo.runtime import release_memory
+from cxr_demo.zoo.runtime import release_memory
 from cxr_demo.ui.common import (UPLOAD_HINT, analyse_anyway_box, load_checked, model_choices, notes_markdown, preview_image,
                                 run_on_upload, user_errors)
-from cxr_demo.zeroshot import PRESETS
+from cxr_demo.tasks.zeroshot import PRESETS
 
 
 def compare_image(upload, task: str = "classify", models: list[str] | None = None, preset: str = "clinical", method: str = "GradCAM",
@@ -38,8 +41,7 @@ def _picture(xray, output: compare.ModelOutput):
     if output.mask is not None:
         return mask_overlay(xray.pixels, output.mask)
     if output.boxes:
-        from cxr_demo import detect
-        return detect.draw_boxes(xray.pixels, output.boxes, original_size=(xray.meta.width, xray.meta.height))
+        return draw_boxes(xray.pixels, output.boxes, original_size=(xray.meta.width, xray.meta.height))
     return mask_overlay(xray.pixels, xray.pixels < -1)  # the plain image: this model has no spatial output
 
 
@@ -111,7 +113,7 @@ def build() -> None:
     gr.Markdown("### Leaderboard: the zoo's own measured figures\nEvery figure comes from a checkpoint's `metrics.json` or "
                 "`results/*.json`; the last columns say on which data and split, and the command that reproduces it.")
     with gr.Row():
-        board_task = gr.Dropdown(["all", "classify", "zeroshot", "multitask", "segment", "detect"], value="all", label="Task")
+        board_task = gr.Dropdown(["all", *leaderboard.KINDS], value="all", label="Task")
         sort_by = gr.Dropdown(list(leaderboard.COLUMNS[3:19]), value="macro-F1", label="Sort by (best first; always shown)")
     columns = gr.Dropdown(list(leaderboard.COLUMNS), value=list(leaderboard.DEFAULT_COLUMNS), multiselect=True,
                           label="Columns (add precision, recall, ECE, IoU, min/epoch, the data and the training command)",

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import gradio as gr
 
-from cxr_demo import detect, examples, zoo
+from cxr_demo import zoo
+from cxr_demo.tasks import detect
+from cxr_demo.io import examples
+from cxr_demo.render.boxes import draw_boxes
 from cxr_demo.ui.common import (UPLOAD_HINT, analyse_anyway_box, load_checked, model_choices, notes_markdown, preview_image,
                                 run_on_upload, upload_path, user_errors)
 
@@ -33,7 +36,7 @@ def detect_image(upload, model: str | None = None, score_threshold: float = 0.3,
         if upload_path(reference_upload):
             reference = detect.read_reference_boxes(upload_path(reference_upload), size)
         result = detect.predict(xray, model or None, float(score_threshold), float(nms_iou), keep_preprocessed=bool(show_preprocessing))
-        overlay = detect.draw_boxes(xray.pixels, result.boxes, reference, result.crop if show_preprocessing else None, size)
+        overlay = draw_boxes(xray.pixels, result.boxes, reference, result.crop if show_preprocessing else None, size)
     legend = "Red: predicted boxes" + ("; yellow: your boxes" if reference else "") + ("; blue: the lung crop" if show_preprocessing else "")
     notes = [f"Model `{result.model}`, {len(result.boxes)} box(es) at score ≥ {score_threshold:.2f}, "
              f"{result.latency_ms:.0f} ms on the server. {legend}.", *warnings, *(w for w in result.warnings if w not in warnings)]
@@ -43,10 +46,17 @@ def detect_image(upload, model: str | None = None, score_threshold: float = 0.3,
     return overlay, box_rows(result, reference), notes_markdown(notes), result.preprocessed
 
 
+def model_caveat(model: str | None) -> str:
+    """The picked detector's own caveat from zoo.toml (a demo detector says how few images it saw)."""
+    try:
+        return f"> ⚠️ **{zoo.get(model).caveat}**" if model and zoo.get(model).caveat else ""
+    except zoo.UnknownModel:
+        return ""
+
+
 def build() -> None:
     models = zoo.names("detect")
-    gr.Markdown(f"> ⚠️ **{detect.DEMO_WARNING}** The same `train.detect` command trains a real one on the full RSNA set.",
-                elem_classes=["disclaimer"])
+    caveat = gr.Markdown(model_caveat(zoo.default("detect").name if models else None), elem_classes=["disclaimer"])
     with gr.Row():
         with gr.Column(scale=1):
             upload = gr.File(label=f"Chest X-ray ({UPLOAD_HINT})", type="filepath", height=130, elem_id="detect-upload")
@@ -68,5 +78,6 @@ def build() -> None:
             preprocessed = gr.Image(label="What the detector sees (tick 'Show the preprocessing')", type="numpy", height=320,
                                     elem_id="detect-preprocessed")
     inputs, outputs = [upload, model, score, nms, show, reference, anyway], [overlay, boxes, notes, preprocessed]
+    model.change(model_caveat, model, caveat, api_visibility="private")
     button.click(detect_image, inputs, outputs, api_name="detect", concurrency_id="detect", concurrency_limit=1)
     run_on_upload(upload, shown, detect_image, inputs, outputs, concurrency_id="detect", concurrency_limit=1)

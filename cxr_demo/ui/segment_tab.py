@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import gradio as gr
 
-from cxr_demo import examples, segment, zoo
+from cxr_demo import zoo
+from cxr_demo.io import examples
+from cxr_demo.tasks import segment
 from cxr_demo.io import read_xray
 from cxr_demo.render import mask_overlay
 from cxr_demo.ui.common import (UPLOAD_HINT, analyse_anyway_box, load_checked, model_choices, notes_markdown, preview_image,
@@ -44,7 +46,7 @@ def segment_image(upload, model: str | None = None, reference_upload=None, opaci
 
 
 def build() -> None:
-    models = zoo.names("segment") + zoo.names("multitask")
+    models = [name for kind in zoo.TASKS["segment"].kinds for name in zoo.names(kind)]
     # made here, drawn below the model choice: the examples above it fill it too
     reference = gr.File(label="Ground-truth mask (optional: a black-and-white PNG made for this image)", type="filepath", height=130,
                         elem_id="segment-reference", render=False)

@@ -9,10 +9,10 @@ import numpy as np
 
 from cxr_demo import zoo
 from cxr_demo.io import XRay
-from cxr_demo.lungs import FULL_FILM, Lungs
+from cxr_demo.intake.lungs import FULL_FILM, Lungs
 
 # which kinds of model can stand side by side for each task (a multi-task U-Net both classifies and segments)
-KINDS = {"classify": ("classify", "multitask", "zeroshot"), "segment": ("segment", "multitask"), "detect": ("detect",)}
+KINDS = {name: task.compare_kinds for name, task in zoo.TASKS.items() if task.compared}
 MAX_MODELS = 4
 
 
@@ -85,22 +85,22 @@ def _one(xray: XRay, task: str, name: str, preset: str, method: str | None, lung
     kind = zoo.get(name).task
     start = time.perf_counter()
     if task == "classify" and kind == "classify":
-        from cxr_demo import classify
+        from cxr_demo.tasks import classify
         result = classify.predict(xray, name, method, lungs=lungs)
         reads = "lung crop" if result.crop_box != FULL_FILM else "full film"
         return ModelOutput(name, kind, _since(start), result.probabilities, heatmap=result.heatmap_on_film(xray.shape),
                            heatmap_in_lungs=result.heatmap_in_lungs, reads=reads)
     if task == "classify" and kind == "zeroshot":
-        from cxr_demo import zeroshot
+        from cxr_demo.tasks import zeroshot
         if preset not in zeroshot.PRESETS:
             raise ValueError(f"Unknown prompt preset {preset!r}; choose one of {', '.join(zeroshot.PRESETS)}.")
         result = zeroshot.predict(xray, name, zeroshot.PRESETS[preset], lungs=lungs)
         return ModelOutput(name, kind, _since(start), result.probabilities)
     if task in ("classify", "segment") and kind in ("segment", "multitask"):
-        from cxr_demo import segment
+        from cxr_demo.tasks import segment
         result = segment.predict(xray, name)
         return ModelOutput(name, kind, _since(start), result.probabilities, mask=result.mask)
-    from cxr_demo import detect
+    from cxr_demo.tasks import detect
     result = detect.predict(xray, name)
     return ModelOutput(name, kind, _since(start), boxes=tuple(result.boxes))
 
@@ -115,7 +115,7 @@ def _pairwise(task: str, outputs: tuple[ModelOutput, ...]) -> dict[tuple[str, st
         if task == "classify":
             scores[(a.model, b.model)] = float(a.top_label == b.top_label)
         elif task == "segment":
-            from cxr_demo.segment import overlap
+            from cxr_demo.tasks.segment import overlap
             scores[(a.model, b.model)] = overlap(a.mask, b.mask)[0]
         else:
             scores[(a.model, b.model)] = box_agreement(a.boxes, b.boxes)

@@ -16,7 +16,7 @@ def configure_threads() -> None:
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
 
 
-def warm_up(tasks: tuple[str, ...] = ("classify", "segment", "zeroshot", "detect")) -> list[str]:
+def warm_up(tasks: tuple[str, ...] = zoo.ENDPOINTS) -> list[str]:
     """Load each task's default model (the tab a user opens first goes first) and embed the default prompts."""
     loaded = []
     for task in tasks:
@@ -29,7 +29,7 @@ def warm_up(tasks: tuple[str, ...] = ("classify", "segment", "zeroshot", "detect
             continue
         loaded.append(model.spec.name)
         if task == "zeroshot":
-            from cxr_demo import zeroshot
+            from cxr_demo.tasks import zeroshot
 
             zeroshot.class_embeddings(model, zeroshot.PRESETS["clinical"])
     return loaded

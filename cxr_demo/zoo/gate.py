@@ -1,7 +1,8 @@
 """Is this image like the ones the model was trained on? A diagonal-Gaussian gate on the classifier's own features.
 
-It cannot say what an image is, only that it is far from the training images: a photo, a document, a hand,
-a lateral view or an unusual scanner. The UI says so rather than pretending the probabilities mean something.
+It cannot say what an image is, only how far its features lie from the training images'. Measured, it does not tell a
+photo or a document from a chest film (the README's limitations), so it only adds a warning; refusing non-CXR input is the
+input check's job (`cxr_demo.intake.check`).
 """
 from __future__ import annotations
 

@@ -99,17 +99,17 @@ def build_from_folder(folder: Path) -> tuple[torch.nn.Module, object]:
 class ZeroShotModel(torch.nn.Module):
     """An open_clip model with its tokenizer: normalised embeddings in, from pixels or from strings."""
 
-    def __init__(self, clip: torch.nn.Module, tokenizer, in_chans: int = 3):
+    def __init__(self, clip: torch.nn.Module, tokenizer):
         super().__init__()
-        self.clip, self.tokenizer, self.in_chans = clip, tokenizer, in_chans
+        self.clip, self.tokenizer = clip, tokenizer
 
     @property
     def logit_scale(self) -> float:
         return float(self.clip.logit_scale.detach().exp().clamp(max=100))
 
     def encode_image(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 1, H, W) grayscale, normalised: repeated to the tower's channels."""
-        return F.normalize(self.clip.encode_image(x.expand(-1, self.in_chans, -1, -1)).float(), dim=-1)
+        """(N, 1 or 3, H, W), normalised: every open_clip image tower takes RGB, so gray is repeated."""
+        return F.normalize(self.clip.encode_image(x.expand(-1, 3, -1, -1)).float(), dim=-1)
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         return F.normalize(self.clip.encode_text(self.tokenizer(texts)).float(), dim=-1)

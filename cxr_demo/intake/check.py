@@ -14,8 +14,8 @@ import torch
 
 from cxr_demo import zoo
 from cxr_demo.io import XRay
-from cxr_demo.lungs import Lungs
-from cxr_demo.preprocess import model_input
+from cxr_demo.intake.lungs import Lungs
+from cxr_demo.io.preprocess import model_input
 
 UPRIGHT = "frontal chest X-ray"
 MESSAGES = {

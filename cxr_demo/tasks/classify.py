@@ -8,11 +8,11 @@ import numpy as np
 import torch
 
 from cxr_demo import zoo
-from cxr_demo.cam import class_activation_map
-from cxr_demo.gate import capture_pre_logits
+from cxr_demo.tasks.cam import class_activation_map
+from cxr_demo.zoo.gate import capture_pre_logits
 from cxr_demo.io import XRay
-from cxr_demo.lungs import FULL_FILM, Box, Lungs, box_in_pixels, crop_to_box, find_lungs, heatmap_share_in
-from cxr_demo.preprocess import model_input, upsample_to
+from cxr_demo.intake.lungs import FULL_FILM, Box, Lungs, box_in_pixels, crop_to_box, find_lungs, heatmap_share_in
+from cxr_demo.io.preprocess import model_input, upsample_to
 
 
 UNFAMILIAR = (

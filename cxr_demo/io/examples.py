@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm"}
 
 

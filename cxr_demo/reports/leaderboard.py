@@ -6,12 +6,14 @@ and `results/bench.json` (`cxr_demo.bench --save`) for CPU latency.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cxr_demo import zoo
 
 RESULTS_DIR = zoo.REPO_ROOT / "results"
+# the kinds of model a user picks in a tab; the input check runs inside every tab instead
+KINDS = tuple(dict.fromkeys(kind for task in zoo.TASKS.values() if task.endpoint for kind in task.kinds))
 COLUMNS = ("model", "task", "variant", "macro-F1", "precision", "recall", "accuracy", "other-hospital accuracy", "other-hospital n",
            "accuracy, lungs removed", "heatmap in lungs", "ECE", "Dice", "IoU", "other-hospital Dice",
            "mAP@0.5", "mAP@[.5:.95]", "min/epoch", "CPU p50 ms", "data / split", "command")
@@ -67,10 +69,8 @@ class Entry:
                 None if self.latency_ms is None else round(self.latency_ms, 1), self.data, self.command]
 
 
-def train_command(task: str, config: dict) -> str:
+def train_command(kind: str, config: dict) -> str:
     """The training command that reproduces a checkpoint, from the config it recorded."""
-    module = {"classify": "classify", "segment": "segment", "multitask": "multitask", "zeroshot": "clip", "detect": "detect",
-              "check": "check"}[task]
     flags = []
     for key, value in config.items():
         if value in (None, False, [], "") or key in ("out", "runs", "threads"):
@@ -78,7 +78,7 @@ def train_command(task: str, config: dict) -> str:
         for item in value if isinstance(value, list) else [value]:
             text = str(item)
             flags.append(f"--{key.replace('_', '-')} " + (f'"{text}"' if " " in text else text))
-    return f"python -m train.{module} " + " ".join(flags)
+    return f"python -m {zoo.KINDS[kind]} " + " ".join(flags)
 
 
 def _classification(report: dict) -> dict:
@@ -123,7 +123,7 @@ def entries_for(spec: zoo.ModelSpec, metrics: dict, latency: dict[str, float]) -
     common = dict(model=spec.name, task=spec.task, minutes_per_epoch=metrics.get("minutes_per_epoch"), latency_ms=latency.get(spec.name),
                   data=_provenance(config, metrics),
                   command=train_command(spec.task, config) if config else "")
-    if spec.task == "check":  # not a classifier of findings: its figures are in its card and the README
+    if spec.task not in KINDS:  # the input check classifies no findings: its figures are in its card and the README
         return []
     if spec.task == "zeroshot":
         return [Entry(**common, variant=f"prompts: {preset}", **_classification(report)) for preset, report in test.items()]
@@ -177,7 +177,3 @@ def table(task: str | None = None, sort_by: str = "macro-F1") -> list[list]:
         value = row[column]
         return (value is None, sign * value if isinstance(value, (int, float)) else 0, str(value))
     return sorted(rows, key=key)
-
-
-def as_dicts() -> list[dict]:
-    return [asdict(e) for e in entries()]

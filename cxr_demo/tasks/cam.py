@@ -17,7 +17,7 @@ from pytorch_grad_cam import (
 )
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from cxr_demo.runtime import release_memory
+from cxr_demo.zoo.runtime import release_memory
 
 METHODS = {
     "GradCAM": GradCAM,

@@ -6,86 +6,25 @@
 """
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import threading
 import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
 
 import torch
 from safetensors.torch import load_file
 
-from cxr_demo.gate import FeatureGate, split_state
+from cxr_demo.zoo.gate import FeatureGate, split_state
+from cxr_demo.zoo.loaders import LOADERS, check_normalisation
+from cxr_demo.zoo.spec import Loaded, ModelSpec, ModelUnavailable, UnknownModel
+from cxr_demo.zoo.task_table import KINDS
 
-Task = Literal["classify", "zeroshot", "segment", "multitask", "detect", "check"]
-TASKS: tuple[str, ...] = ("classify", "zeroshot", "segment", "multitask", "detect", "check")
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 ZOO_FILE = Path(os.environ.get("CXR_DEMO_ZOO", REPO_ROOT / "weights" / "zoo.toml"))
 WEIGHTS_FILE = "model.safetensors"
 # open_clip's Hub layout; its weights are read only when the repo has a safetensors copy
 OPEN_CLIP_FILES = ("open_clip_config.json", "open_clip_model.safetensors")
-
-
-class UnknownModel(KeyError):
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-
-class ModelUnavailable(RuntimeError):
-    """The model is listed but cannot be loaded; the message says why and what to do."""
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    task: Task
-    arch: str
-    source: str
-    labels: tuple[str, ...] = ()
-    input_size: int = 224
-    mean: tuple[float, ...] = (0.5,)
-    std: tuple[float, ...] = (0.5,)
-    license: str = "unknown"
-    default: bool = False
-    description: str = ""
-    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
-
-    def __post_init__(self):
-        if self.task not in TASKS:
-            raise ValueError(f"Model {self.name!r}: task must be one of {TASKS}, got {self.task!r}.")
-        if not self.source.startswith(("local:", "hf-hub:")):
-            raise ValueError(f"Model {self.name!r}: source must start with 'local:' or 'hf-hub:', got {self.source!r}.")
-
-    @property
-    def is_hub(self) -> bool:
-        return self.source.startswith("hf-hub:")
-
-    @classmethod
-    def from_dict(cls, entry: dict) -> "ModelSpec":
-        known = {f for f in cls.__dataclass_fields__ if f != "extra"}
-        unknown = {k: v for k, v in entry.items() if k not in known}
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in entry.items() if k in known}
-        return cls(**values, extra=unknown)
-
-
-@dataclass
-class Loaded:
-    """A ready-to-run model with everything a predictor needs."""
-
-    spec: ModelSpec
-    module: torch.nn.Module
-    config: dict
-    folder: Path
-    gate: FeatureGate | None = None
-    # hooks and requires_grad toggles (CAM) are per-module state: one request at a time per model
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    @property
-    def options(self) -> dict:
-        return self.config.get("cxr_demo", {})
 
 
 class Zoo:
@@ -128,8 +67,7 @@ class Zoo:
             if name not in self._cache:
                 folder = resolve(spec)
                 config = _read_config(folder, spec)
-                if spec.task not in LOADERS:  # a task module registers its own loader (e.g. cxr_demo.detect)
-                    importlib.import_module(f"cxr_demo.{spec.task}")
+                check_normalisation(spec, config)
                 state, gate_state = split_state(load_weights(folder))
                 module = LOADERS[spec.task](spec, config, state, folder)
                 gate = FeatureGate.from_state(gate_state, config.get("cxr_demo", {}).get("gate_threshold"))
@@ -156,7 +94,7 @@ def resolve(spec: ModelSpec) -> Path:
         folder = Path(spec.source.removeprefix("local:"))
         folder = folder if folder.is_absolute() else REPO_ROOT / folder
         if not (folder / WEIGHTS_FILE).is_file():
-            raise ModelUnavailable(f"Model {spec.name!r}: no {WEIGHTS_FILE} in {folder}. Train it with `python -m train.{spec.task}` or fix its source in zoo.toml.")
+            raise ModelUnavailable(f"Model {spec.name!r}: no {WEIGHTS_FILE} in {folder}. Train it with `python -m {KINDS[spec.task]}` or fix its source in zoo.toml.")
         return folder
     if (local / WEIGHTS_FILE).is_file():
         return local
@@ -201,74 +139,6 @@ def load_weights(folder: Path) -> dict[str, torch.Tensor]:
     path = folder / WEIGHTS_FILE
     state = load_file(path if path.is_file() else folder / OPEN_CLIP_FILES[1])
     return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-
-
-Loader = Callable[[ModelSpec, dict, dict, Path], torch.nn.Module]
-LOADERS: dict[str, Loader] = {}
-
-
-def register_loader(task: str) -> Callable[[Loader], Loader]:
-    def wrap(fn: Loader) -> Loader:
-        LOADERS[task] = fn
-        return fn
-    return wrap
-
-
-@register_loader("check")
-def _load_input_check(spec: ModelSpec, config: dict, state: dict, folder: Path) -> torch.nn.Module:
-    """The input check needs no gradients, so it runs in ONNX Runtime like the segmenters (a third of eager's time)."""
-    from cxr_demo.runtime import with_onnxruntime
-
-    model = _load_timm_classifier(spec, config, state, folder).eval()
-    example = torch.zeros(1, int(config.get("model_args", {}).get("in_chans", 3)), spec.input_size, spec.input_size)
-    return with_onnxruntime(model, example, spec.name)
-
-
-@register_loader("classify")
-def _load_timm_classifier(spec: ModelSpec, config: dict, state: dict, folder: Path) -> torch.nn.Module:
-    import timm
-
-    labels = list(config.get("label_names") or spec.labels)
-    if spec.labels and list(spec.labels) != labels:
-        raise ModelUnavailable(f"Model {spec.name!r}: zoo.toml labels {list(spec.labels)} differ from the checkpoint's {labels}.")
-    try:
-        model = timm.create_model(spec.arch, pretrained=False, num_classes=len(labels), **config.get("model_args", {}))
-        model.load_state_dict(state)
-    except (RuntimeError, KeyError) as error:
-        raise ModelUnavailable(f"Model {spec.name!r}: the weights do not fit architecture {spec.arch!r} ({str(error).splitlines()[0]}).") from None
-    return model.to(memory_format=torch.channels_last)
-
-
-@register_loader("segment")
-@register_loader("multitask")
-def _load_smp_segmenter(spec: ModelSpec, config: dict, state: dict, folder: Path) -> torch.nn.Module:
-    """smp models; a multi-task checkpoint also has a class head on the encoder (`aux_classes`)."""
-    import segmentation_models_pytorch as smp
-
-    aux = dict(classes=config["aux_classes"]) if config.get("aux_classes") else None
-    try:
-        model = smp.create_model(config.get("architecture", spec.arch), encoder_name=config["encoder_name"], encoder_weights=None,
-                                 in_channels=config.get("in_channels", 1), classes=config.get("classes", 1), aux_params=aux)
-        model.load_state_dict(state)
-    except (RuntimeError, KeyError, ValueError) as error:
-        raise ModelUnavailable(f"Model {spec.name!r}: the weights do not fit {spec.arch!r} ({str(error).splitlines()[0]}).") from None
-    from cxr_demo.runtime import with_onnxruntime
-
-    example = torch.zeros(1, config.get("in_channels", 1), spec.input_size, spec.input_size)
-    return with_onnxruntime(model.eval().to(memory_format=torch.channels_last), example, spec.name)
-
-
-@register_loader("zeroshot")
-def _load_open_clip(spec: ModelSpec, config: dict, state: dict, folder: Path) -> torch.nn.Module:
-    """open_clip's local-dir layout (open_clip_config.json); the text tower is built from text/config.json, offline."""
-    from cxr_demo.clip_model import ZeroShotModel, build_from_folder
-
-    try:
-        model, tokenizer = build_from_folder(folder)
-        model.load_state_dict(state)
-    except (RuntimeError, KeyError, OSError, ValueError) as error:
-        raise ModelUnavailable(f"Model {spec.name!r}: cannot build the open_clip model in {folder} ({str(error).splitlines()[0]}).") from None
-    return ZeroShotModel(model, tokenizer)
 
 
 _ZOO: Zoo | None = None

@@ -16,7 +16,7 @@ from scipy import ndimage
 
 from cxr_demo import zoo
 from cxr_demo.io import XRay
-from cxr_demo.preprocess import model_input, upsample_to
+from cxr_demo.io.preprocess import model_input, upsample_to
 
 Box = tuple[float, float, float, float]  # top, left, bottom, right as fractions of the image's height and width
 FULL_FILM: Box = (0.0, 0.0, 1.0, 1.0)
