@@ -4,12 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cxr_demo.io.recent import Recent
-
-from cxr_demo.intake import stage as intake
 from cxr_demo.intake import check
-from cxr_demo.io import SafeMeta, XRay
+from cxr_demo.intake import stage as intake
 from cxr_demo.intake.lungs import Lungs
+from cxr_demo.io import SafeMeta, XRay
+from cxr_demo.io.recent import Recent
 
 
 def fake_lungs(area: float) -> Lungs:

@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cxr_demo.tasks import classify
-from cxr_demo.io import read_xray
-from tests.conftest import LABELS, export_random_classifier, tiny_zoo_toml
 from cxr_demo import zoo
+from cxr_demo.io import read_xray
+from cxr_demo.tasks import classify
+from tests.conftest import LABELS, export_random_classifier, tiny_zoo_toml
 
 
 @pytest.fixture

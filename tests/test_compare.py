@@ -8,9 +8,9 @@ import gradio as gr
 import pytest
 
 from cxr_demo import zoo
-from cxr_demo.tasks import compare, segment
-from cxr_demo.reports import leaderboard
 from cxr_demo.io import read_xray
+from cxr_demo.reports import leaderboard
+from cxr_demo.tasks import compare, segment
 from cxr_demo.ui import compare_tab
 from tests.conftest import REPO
 

@@ -14,13 +14,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cxr_demo import zoo
-from cxr_demo.io import detector_input
+from cxr_demo.io import detector_input, read_xray
 from cxr_demo.render import boxes as box_render
 from cxr_demo.tasks import detect
-from cxr_demo.zoo import detector
-from cxr_demo.io import read_xray
 from cxr_demo.ui.detect_tab import BOX_HEADERS, detect_image
-from tests.conftest import SHIPPED_LUNG_SEGMENTER, EXAMPLES, SHARED_DATA, needs_shared_data, tiny_zoo_toml
+from cxr_demo.zoo import detector
+from tests.conftest import EXAMPLES, SHARED_DATA, SHIPPED_LUNG_SEGMENTER, needs_shared_data, tiny_zoo_toml
 from train.det_data import Sample, grouped_folds, load_sample, parse_siim_label, read_coco, read_rsna, read_source
 from train.detect import DetectConfig, evaluate_detector, score, train
 

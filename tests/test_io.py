@@ -11,7 +11,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless, SecondaryCaptureImageStorage, generate_uid
 
 from cxr_demo.io import InvalidImage, read_xray
-from tests.conftest import needs_shared_data, SHARED_DATA
+from tests.conftest import SHARED_DATA, needs_shared_data
 
 
 def png_bytes(image: Image.Image, fmt: str = "PNG", **save) -> bytes:

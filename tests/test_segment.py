@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import segmentation_models_pytorch as smp
 import torch
+from huggingface_hub import ModelCardData
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from huggingface_hub import ModelCardData
 from PIL import Image
 
 from cxr_demo import zoo
-from cxr_demo.tasks import segment
 from cxr_demo.io import InvalidImage, read_xray
+from cxr_demo.tasks import segment
 from cxr_demo.ui.segment_tab import segment_image
 from tests.conftest import SHARED_DATA, needs_shared_data, tiny_zoo_toml
 from train.export import export_checkpoint

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from cxr_demo import zoo
-from cxr_demo.tasks import classify, segment
 from cxr_demo.io import read_xray
+from cxr_demo.tasks import classify, segment
 from tests.conftest import EXAMPLES, REPO
 
 

@@ -10,12 +10,11 @@ import torch
 from safetensors.torch import load_file
 
 from cxr_demo import zoo
+from cxr_demo.tasks.metrics import classification_report, fit_temperature
+from tests.conftest import LABELS, SHARED_DATA, SHIPPED_LUNG_SEGMENTER, export_random_classifier, needs_shared_data, tiny_zoo_toml
 from train import data as datasets
 from train.classify import ClassifyConfig, build_model, classify_loss, freeze_all_but_last, parse_args, train
 from train.evaluate import main as evaluate_main
-from cxr_demo.tasks.metrics import classification_report, fit_temperature
-from tests.conftest import (SHIPPED_LUNG_SEGMENTER, LABELS, SHARED_DATA, export_random_classifier, needs_shared_data,
-                            tiny_zoo_toml)
 
 
 def test_reader_finds_classes_and_patients(class_folder):

@@ -30,8 +30,8 @@ def test_classify_handler_returns_every_output(example_png):
 
 @pytest.fixture
 def flag_everything(monkeypatch):
-    from cxr_demo.intake import stage as intake
     from cxr_demo.intake import check
+    from cxr_demo.intake import stage as intake
 
     verdict = check.Verdict(True, "This looks upside down. Upload the film upright.", "upside down")
     monkeypatch.setattr(intake, "check", lambda xray, lungs, model=None: verdict)
@@ -109,10 +109,11 @@ def test_app_builds_with_named_api_endpoint():
 
 
 def test_model_summary_quotes_the_card_and_the_shortcut(tmp_path, use_zoo):
+    import json
+
     from cxr_demo import zoo
     from cxr_demo.ui.classify_tab import model_summary
     from tests.conftest import export_random_classifier, tiny_zoo_toml
-    import json
 
     folder = export_random_classifier(tmp_path / "m", "mobilenetv2_035")
     (folder / "metrics.json").write_text(json.dumps({"test": {"macro_f1": 0.9512, "accuracy": 0.95, "ece": 0.02, "n": 535},

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from cxr_demo import zoo
-from cxr_demo.tasks import zeroshot
 from cxr_demo.io import read_xray
+from cxr_demo.tasks import zeroshot
 from cxr_demo.tasks.zeroshot import PRESETS, LabelledSample, PromptSet
 from tests.conftest import EXAMPLES, LABELS
 
@@ -148,8 +148,8 @@ def test_an_emptied_prompt_box_names_the_custom_set(clip, example_png):
 
 
 def test_compare_prompt_sets_runs_the_input_check(clip, example_png, monkeypatch):
-    from cxr_demo.intake import stage as intake
     from cxr_demo.intake import check
+    from cxr_demo.intake import stage as intake
 
     monkeypatch.setattr(intake, "check", lambda xray, lungs, model=None: check.Verdict(True, "This looks upside down.", "upside down"))
     with pytest.raises(gr.Error, match="upside down"):

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import torch
 
 from cxr_demo import zoo
-from cxr_demo.io import XRay
 from cxr_demo.intake.lungs import Lungs
+from cxr_demo.io import XRay
 from cxr_demo.io.preprocess import model_input
 
 UPRIGHT = "frontal chest X-ray"

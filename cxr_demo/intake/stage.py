@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from cxr_demo.intake.check import UNRELIABLE, InputRefused, Verdict, check
-from cxr_demo.io import XRay
 from cxr_demo.intake.lungs import Lungs, find_lungs
+from cxr_demo.io import XRay
 from cxr_demo.io.recent import Recent
 
 CACHE_SIZE = 16  # images; a lung mask is 256x256, so the cache stays around a few MB

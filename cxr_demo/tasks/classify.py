@@ -8,12 +8,11 @@ import numpy as np
 import torch
 
 from cxr_demo import zoo
+from cxr_demo.intake.lungs import FULL_FILM, Box, Lungs, box_in_pixels, crop_to_box, find_lungs, heatmap_share_in
+from cxr_demo.io import XRay
+from cxr_demo.io.preprocess import model_input, upsample_to
 from cxr_demo.tasks.cam import class_activation_map
 from cxr_demo.zoo.gate import capture_pre_logits
-from cxr_demo.io import XRay
-from cxr_demo.intake.lungs import FULL_FILM, Box, Lungs, box_in_pixels, crop_to_box, find_lungs, heatmap_share_in
-from cxr_demo.io.preprocess import model_input, upsample_to
-
 
 UNFAMILIAR = (
     "**This image does not look like the chest X-rays this model was trained on** (a frontal adult or child CXR). "
@@ -31,7 +30,7 @@ class ClassifyResult:
     method: str | None
     latency_ms: float
     warnings: tuple[str, ...] = ()
-    unfamiliar: bool = False  # far from the training images (see cxr_demo.gate)
+    unfamiliar: bool = False  # far from the training images (see cxr_demo.zoo.gate)
     crop_box: Box = FULL_FILM  # the part of the film the model read (the lung box for lung-crop models)
     heatmap_in_lungs: float | None = None  # share of the heatmap's mass inside the lung mask
 

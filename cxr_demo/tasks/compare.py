@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cxr_demo import zoo
-from cxr_demo.io import XRay
 from cxr_demo.intake.lungs import FULL_FILM, Lungs
+from cxr_demo.io import XRay
 
 # which kinds of model can stand side by side for each task (a multi-task U-Net both classifies and segments)
 KINDS = {name: task.compare_kinds for name, task in zoo.TASKS.items() if task.compared}

@@ -8,8 +8,8 @@ import numpy as np
 from scipy import ndimage
 
 from cxr_demo import zoo
-from cxr_demo.io import InvalidImage, XRay
 from cxr_demo.intake.lungs import Lungs, run_segmenter, two_largest
+from cxr_demo.io import InvalidImage, XRay
 from cxr_demo.io.preprocess import upsample_to
 
 MID_GRAY_LIMIT = 0.05  # share of pixels between 10% and 90% grey beyond which a "mask" is really a picture

@@ -14,11 +14,11 @@ import torch
 import torch.nn.functional as F
 
 from cxr_demo import zoo
-from cxr_demo.io import InvalidImage, XRay, read_xray
-from cxr_demo.tasks.metrics import classification_report
 from cxr_demo.intake.lungs import Lungs, crop_to_box, find_lungs
+from cxr_demo.io import InvalidImage, XRay, read_xray
 from cxr_demo.io.preprocess import model_input
 from cxr_demo.io.recent import Recent
+from cxr_demo.tasks.metrics import classification_report
 
 NEGATION = "no {}"  # CheXzero's negative prompt for each positive one
 

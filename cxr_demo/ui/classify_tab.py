@@ -4,15 +4,22 @@ from __future__ import annotations
 import gradio as gr
 
 from cxr_demo import zoo
-from cxr_demo.tasks import classify
-from cxr_demo.io import examples
-from cxr_demo.tasks.cam import METHODS, SLOW_METHODS
 from cxr_demo.intake import Intake
-from cxr_demo.io import XRay
 from cxr_demo.intake.lungs import FULL_FILM, blank_lungs
+from cxr_demo.io import XRay
 from cxr_demo.render import display_pixels, gray_to_rgb_uint8, heatmap_overlay, outline_box, with_colour_scale
-from cxr_demo.ui.common import (UPLOAD_HINT, analyse_anyway_box, load_checked, model_choices, notes_markdown, preview_image,
-                                run_on_upload, unreliable, user_errors)
+from cxr_demo.tasks import classify
+from cxr_demo.tasks.cam import METHODS, SLOW_METHODS
+from cxr_demo.ui.common import (
+    analyse_anyway_box,
+    load_checked,
+    model_choices,
+    notes_markdown,
+    run_on_upload,
+    unreliable,
+    upload_panel,
+    user_errors,
+)
 
 TOP_PREDICTION = "Top prediction"
 SCORECAM_SECONDS = 12  # the default classifier: 320 masked passes, 12.3 s measured on the 2-core machine (28 s before)
@@ -111,10 +118,7 @@ def build() -> None:
     default_model = zoo.default("classify").name
     with gr.Row():
         with gr.Column(scale=1):
-            upload = gr.File(label=f"Chest X-ray ({UPLOAD_HINT})", type="filepath", height=130)
-            shown = preview_image()
-            gr.Examples(examples.paths(), inputs=[upload], label="Examples: one click classifies", example_labels=[
-                examples.label(p) for p in examples.paths()], cache_examples=False)
+            upload, shown = upload_panel("classify", "Examples: one click classifies")
             model = gr.Dropdown(model_choices(models), value=default_model, label="Model")
             method = gr.Dropdown(list(METHODS), value="GradCAM", label="Heatmap method",
                                  info=f"{', '.join(SLOW_METHODS)} runs one forward pass per feature channel: about {SCORECAM_SECONDS} s on a 2-core CPU "

@@ -9,9 +9,9 @@ from contextlib import contextmanager
 import gradio as gr
 
 from cxr_demo import NOT_A_MEDICAL_DEVICE, zoo
-from cxr_demo.intake.check import InputRefused
 from cxr_demo.intake import Intake, admit, intake
-from cxr_demo.io import InvalidImage, XRay, read_xray
+from cxr_demo.intake.check import InputRefused
+from cxr_demo.io import InvalidImage, XRay, examples, read_xray
 from cxr_demo.render import display_pixels, gray_to_rgb_uint8
 
 log = logging.getLogger("cxr_demo")
@@ -66,6 +66,17 @@ def preview(upload):
 
 def preview_image() -> gr.Image:
     return gr.Image(label="Your image", type="numpy", height=220, interactive=False, show_label=True)
+
+
+def upload_panel(tab: str, examples_label: str, reference: gr.File | None = None) -> tuple[gr.File, gr.Image]:
+    """What every tab starts with: the upload, its preview and the one-click examples (with each example's mask when the
+    tab takes a `reference`)."""
+    upload = gr.File(label=f"Chest X-ray ({UPLOAD_HINT})", type="filepath", height=130, elem_id=f"{tab}-upload")
+    shown = preview_image()
+    rows = [[p, examples.mask_for(p)] if reference else [p] for p in examples.paths()]
+    gr.Examples(rows, inputs=[upload, reference] if reference else [upload], label=examples_label,
+                example_labels=[examples.label(p) for p in examples.paths()], cache_examples=False)
+    return upload, shown
 
 
 def run_on_upload(upload, shown: gr.Image, handler, inputs: list, outputs: list, also_clear: tuple = (), **event) -> None:

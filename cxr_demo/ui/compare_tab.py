@@ -4,16 +4,22 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from cxr_demo.tasks import compare
-from cxr_demo.io import examples
+from cxr_demo.render import confusion_figure, heatmap_overlay, mask_overlay, reliability_figure, with_colour_scale
 from cxr_demo.render.boxes import draw_boxes
 from cxr_demo.reports import leaderboard
+from cxr_demo.tasks import compare
 from cxr_demo.tasks.cam import METHODS
-from cxr_demo.render import confusion_figure, heatmap_overlay, mask_overlay, reliability_figure, with_colour_scale
-from cxr_demo.zoo.runtime import release_memory
-from cxr_demo.ui.common import (UPLOAD_HINT, analyse_anyway_box, load_checked, model_choices, notes_markdown, preview_image,
-                                run_on_upload, user_errors)
 from cxr_demo.tasks.zeroshot import PRESETS
+from cxr_demo.ui.common import (
+    analyse_anyway_box,
+    load_checked,
+    model_choices,
+    notes_markdown,
+    run_on_upload,
+    upload_panel,
+    user_errors,
+)
+from cxr_demo.zoo.runtime import release_memory
 
 
 def compare_image(upload, task: str = "classify", models: list[str] | None = None, preset: str = "clinical", method: str = "GradCAM",
@@ -94,10 +100,7 @@ def build() -> None:
     first = tasks[0] if tasks else "classify"
     with gr.Row():
         with gr.Column(scale=1):
-            upload = gr.File(label=f"Chest X-ray ({UPLOAD_HINT})", type="filepath", height=130, elem_id="compare-upload")
-            shown = preview_image()
-            gr.Examples([[p] for p in examples.paths()], inputs=[upload], label="Examples: one click compares",
-                        example_labels=[examples.label(p) for p in examples.paths()], cache_examples=False)
+            upload, shown = upload_panel("compare", "Examples: one click compares")
             task = gr.Radio(tasks, value=first, label="Task")
             # a Dropdown, not a CheckboxGroup: the API validates against build-time choices, and /compare serves every task
             models = gr.Dropdown(model_choices(compare.candidates(first)), value=compare.on_this_machine(first)[:compare.MAX_MODELS], multiselect=True,

@@ -5,11 +5,18 @@ from __future__ import annotations
 import gradio as gr
 
 from cxr_demo import zoo
-from cxr_demo.tasks import detect
-from cxr_demo.io import examples
 from cxr_demo.render.boxes import draw_boxes
-from cxr_demo.ui.common import (UPLOAD_HINT, analyse_anyway_box, load_checked, model_choices, notes_markdown, preview_image,
-                                run_on_upload, upload_path, user_errors)
+from cxr_demo.tasks import detect
+from cxr_demo.ui.common import (
+    analyse_anyway_box,
+    load_checked,
+    model_choices,
+    notes_markdown,
+    run_on_upload,
+    upload_panel,
+    upload_path,
+    user_errors,
+)
 
 BOX_HEADERS = ["box", "label", "score", "x0", "y0", "x1", "y1", "best IoU"]
 FOUND_IOU = 0.5  # the usual detection criterion: a ground-truth box counts as found at IoU 0.5 or more
@@ -59,10 +66,7 @@ def build() -> None:
     caveat = gr.Markdown(model_caveat(zoo.default("detect").name if models else None), elem_classes=["disclaimer"])
     with gr.Row():
         with gr.Column(scale=1):
-            upload = gr.File(label=f"Chest X-ray ({UPLOAD_HINT})", type="filepath", height=130, elem_id="detect-upload")
-            shown = preview_image()
-            gr.Examples([[p] for p in examples.paths()], inputs=[upload], label="Examples: one click detects",
-                        example_labels=[examples.label(p) for p in examples.paths()], cache_examples=False)
+            upload, shown = upload_panel("detect", "Examples: one click detects")
             model = gr.Dropdown(model_choices(models), value=zoo.default("detect").name if models else None, label="Model")
             score = gr.Slider(0.05, 0.95, value=0.3, step=0.05, label="Score threshold (hide weaker boxes)")
             nms = gr.Slider(0.1, 0.9, value=0.5, step=0.05, label="NMS IoU (merge boxes overlapping more than this)")

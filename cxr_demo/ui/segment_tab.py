@@ -4,12 +4,20 @@ from __future__ import annotations
 import gradio as gr
 
 from cxr_demo import zoo
-from cxr_demo.io import examples
-from cxr_demo.tasks import segment
 from cxr_demo.io import read_xray
 from cxr_demo.render import mask_overlay
-from cxr_demo.ui.common import (UPLOAD_HINT, analyse_anyway_box, load_checked, model_choices, notes_markdown, preview_image,
-                                run_on_upload, unreliable, upload_path, user_errors)
+from cxr_demo.tasks import segment
+from cxr_demo.ui.common import (
+    analyse_anyway_box,
+    load_checked,
+    model_choices,
+    notes_markdown,
+    run_on_upload,
+    unreliable,
+    upload_panel,
+    upload_path,
+    user_errors,
+)
 
 
 def measurement_rows(result: segment.SegmentResult) -> list[list[str]]:
@@ -52,11 +60,7 @@ def build() -> None:
                         elem_id="segment-reference", render=False)
     with gr.Row():
         with gr.Column(scale=1):
-            upload = gr.File(label=f"Chest X-ray ({UPLOAD_HINT})", type="filepath", height=130, elem_id="segment-upload")
-            shown = preview_image()
-            gr.Examples([[p, examples.mask_for(p)] for p in examples.paths()], inputs=[upload, reference],
-                        label="Examples: one click segments (the COVID-QU-Ex one brings its lung mask)",
-                        example_labels=[examples.label(p) for p in examples.paths()], cache_examples=False)
+            upload, shown = upload_panel("segment", "Examples: one click segments (the COVID-QU-Ex one brings its lung mask)", reference)
             model = gr.Dropdown(model_choices(models), value=zoo.default("segment").name if models else None, label="Model")
             reference.render()
             opacity = gr.Slider(0.0, 1.0, value=0.35, step=0.05, label="Mask opacity")

@@ -8,9 +8,17 @@ import gradio as gr
 from cxr_demo import zoo
 from cxr_demo.io import examples
 from cxr_demo.tasks import zeroshot
-from cxr_demo.ui.common import (UPLOAD_HINT, analyse_anyway_box, load_checked, model_choices, notes_markdown, preview_image,
-                                run_on_upload, unreliable, user_errors)
 from cxr_demo.tasks.zeroshot import PRESETS, LabelledSample, PromptSet
+from cxr_demo.ui.common import (
+    analyse_anyway_box,
+    load_checked,
+    model_choices,
+    notes_markdown,
+    run_on_upload,
+    unreliable,
+    upload_panel,
+    user_errors,
+)
 
 CUSTOM = "custom (the prompts above)"
 SAMPLE_DIR = examples.EXAMPLES_DIR / "zeroshot-sample"
@@ -120,10 +128,7 @@ def build() -> None:
     labels = model_labels()
     with gr.Row():
         with gr.Column(scale=1):
-            upload = gr.File(label=f"Chest X-ray ({UPLOAD_HINT})", type="filepath", height=130, elem_id="zeroshot-upload")
-            shown = preview_image()
-            gr.Examples(examples.paths(), inputs=[upload], label="Examples: one click classifies with the prompts below",
-                        example_labels=[examples.label(p) for p in examples.paths()], cache_examples=False)
+            upload, shown = upload_panel("zeroshot", "Examples: one click classifies with the prompts below")
             model = gr.Dropdown(model_choices(models), value=default_model, label="Model",
                                 info="The offline default was trained on these three concepts: 'zero-shot' here means free-text prompts on unseen images.")
             preset = gr.Dropdown(list(PRESETS), value="clinical", label="Prompt preset")
