@@ -14,9 +14,13 @@ from cxr_demo import zoo
 RESULTS_DIR = zoo.REPO_ROOT / "results"
 # the kinds of model a user picks in a tab; the input check runs inside every tab instead
 KINDS = tuple(dict.fromkeys(kind for task in zoo.TASKS.values() if task.endpoint for kind in task.kinds))
-COLUMNS = ("model", "task", "variant", "macro-F1", "precision", "recall", "accuracy", "other-hospital accuracy", "other-hospital n",
-           "accuracy, lungs removed", "heatmap in lungs", "ECE", "Dice", "IoU", "other-hospital Dice",
-           "mAP@0.5", "mAP@[.5:.95]", "min/epoch", "CPU p50 ms", "data / split", "command")
+HEADERS = {"f1": "macro-F1", "precision": "precision", "recall": "recall", "accuracy": "accuracy", "external_accuracy": "other-hospital accuracy",
+           "external_n": "other-hospital n", "lungs_removed_accuracy": "accuracy, lungs removed", "heatmap_in_lungs": "heatmap in lungs",
+           "ece": "ECE", "dice": "Dice", "iou": "IoU", "external_dice": "other-hospital Dice", "map50": "mAP@0.5", "map": "mAP@[.5:.95]"}
+# every task's metric columns from the task table, in its order: a new task's figures get their columns here
+FIGURES = tuple(dict.fromkeys(column for task in zoo.TASKS.values() for column in task.metric_columns))
+COLUMNS = ("model", "task", "variant", *[HEADERS[f] for f in FIGURES], "min/epoch", "CPU p50 ms", "data / split", "command")
+SORTABLE = COLUMNS[3:-2]
 
 # what fits a desktop screen and answers "which model, and is it right for the right reasons"; the rest can be added
 DEFAULT_COLUMNS = ("model", "task", "macro-F1", "other-hospital accuracy", "accuracy, lungs removed", "heatmap in lungs", "Dice",
@@ -62,10 +66,8 @@ class Entry:
     reliability: dict | None = field(default=None, repr=False)
 
     def row(self) -> list:
-        figure = lambda v: None if v is None else round(float(v), 4)  # noqa: E731
-        return [self.model, self.task, self.variant, *[figure(v) for v in (self.f1, self.precision, self.recall, self.accuracy)],
-                figure(self.external_accuracy), self.external_n, figure(self.lungs_removed_accuracy), figure(self.heatmap_in_lungs),
-                *[figure(v) for v in (self.ece, self.dice, self.iou, self.external_dice, self.map50, self.map, self.minutes_per_epoch)],
+        figure = lambda v: v if v is None or isinstance(v, int) else round(float(v), 4)  # noqa: E731
+        return [self.model, self.task, self.variant, *[figure(getattr(self, f)) for f in FIGURES], figure(self.minutes_per_epoch),
                 None if self.latency_ms is None else round(self.latency_ms, 1), self.data, self.command]
 
 

@@ -12,6 +12,8 @@ CSS = (".disclaimer blockquote {border-left: 4px solid #d97706; background: #fff
        # long cells (variants, commands) wrap inside a readable width instead of pushing the figures off-screen
        "#leaderboard th, #leaderboard td {max-width: 16em; white-space: normal; overflow-wrap: anywhere;}")
 
+TABS = {"classify": classify_tab, "zeroshot": zeroshot_tab, "segment": segment_tab, "detect": detect_tab}
+
 
 def build_demo() -> gr.Blocks:
     # Gradio keeps every served image in its temp folder; an afternoon of clicks must not fill a Space's disk
@@ -19,17 +21,11 @@ def build_demo() -> gr.Blocks:
         gr.Markdown(f"# {TITLE}\nUpload a frontal chest X-ray and see what small, open models make of it, and why.")
         disclaimer()
         with gr.Tabs():
-            with gr.Tab("Classify", id="classify"):
-                classify_tab.build()
-            if zoo.names("zeroshot"):
-                with gr.Tab("CLIP prompt playground", id="zeroshot"):
-                    zeroshot_tab.build()
-            if zoo.names("segment"):
-                with gr.Tab("Segment", id="segment"):
-                    segment_tab.build()
-            if zoo.names("detect"):
-                with gr.Tab("Detect", id="detect"):
-                    detect_tab.build()
+            for task in zoo.ENDPOINTS:
+                # Classify is the landing tab and says itself when the zoo has no classifier; the others show when it has a model
+                if task == "classify" or any(zoo.names(kind) for kind in zoo.TASKS[task].kinds):
+                    with gr.Tab(zoo.TASKS[task].title, id=task):
+                        TABS[task].build()
             with gr.Tab("Compare", id="compare"):
                 compare_tab.build()
     return demo

@@ -117,7 +117,7 @@ def build() -> None:
                 "`results/*.json`; the last columns say on which data and split, and the command that reproduces it.")
     with gr.Row():
         board_task = gr.Dropdown(["all", *leaderboard.KINDS], value="all", label="Task")
-        sort_by = gr.Dropdown(list(leaderboard.COLUMNS[3:19]), value="macro-F1", label="Sort by (best first; always shown)")
+        sort_by = gr.Dropdown(list(leaderboard.SORTABLE), value="macro-F1", label="Sort by (best first; always shown)")
     columns = gr.Dropdown(list(leaderboard.COLUMNS), value=list(leaderboard.DEFAULT_COLUMNS), multiselect=True,
                           label="Columns (add precision, recall, ECE, IoU, min/epoch, the data and the training command)",
                           elem_id="leaderboard-columns")

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Task:
     name: str
+    title: str  # the tab's title
     kinds: dict[str, str]  # zoo kind -> the module that trains it (`python -m <module>`); the first kind is the task's own
     metric_columns: tuple[str, ...]  # the leaderboard columns that score this task, in the seeds' order
     labels_from: str  # where the class names come from: always the model, never the UI
@@ -29,15 +30,15 @@ class Task:
 
 
 TASKS: dict[str, Task] = {task.name: task for task in (
-    Task("classify", {"classify": "train.classify", "multitask": "train.multitask"},
+    Task("classify", "Classify", {"classify": "train.classify", "multitask": "train.multitask"},
          ("f1", "precision", "recall", "accuracy", "external_accuracy", "external_n", "lungs_removed_accuracy", "heatmap_in_lungs", "ece"),
          "config.json label_names (checked against zoo.toml labels)", compare_with=("zeroshot",), target_ms=100),
-    Task("zeroshot", {"zeroshot": "train.clip"}, ("f1", "precision", "recall", "accuracy", "ece"),
+    Task("zeroshot", "CLIP prompt playground", {"zeroshot": "train.clip"}, ("f1", "precision", "recall", "accuracy", "ece"),
          "config.json label_names, else zoo.toml labels: the classes its prompts must describe", compared=False, target_ms=60),
-    Task("segment", {"segment": "train.segment", "multitask": "train.multitask"}, ("dice", "iou", "external_dice"),
+    Task("segment", "Segment", {"segment": "train.segment", "multitask": "train.multitask"}, ("dice", "iou", "external_dice"),
          "config.json label_names (the mask's class)", target_ms=80),
-    Task("detect", {"detect": "train.detect"}, ("map50", "map"), "config.json detector.label_names", target_ms=600),
-    Task("check", {"check": "train.check"}, ("accuracy",), "config.json label_names (upright, rotated, ..., not a CXR)", endpoint=False, compared=False),
+    Task("detect", "Detect", {"detect": "train.detect"}, ("map50", "map"), "config.json detector.label_names", target_ms=600),
+    Task("check", "Input check", {"check": "train.check"}, ("accuracy",), "config.json label_names (upright, rotated, ..., not a CXR)", endpoint=False, compared=False),
 )}
 
 KINDS: dict[str, str] = {kind: module for task in TASKS.values() for kind, module in task.kinds.items()}
