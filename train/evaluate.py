@@ -15,11 +15,11 @@ check refuses or flags, unreadable files included.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -32,9 +32,9 @@ from cxr_demo.lungs import Lungs, blank_lungs
 from cxr_demo.preprocess import upsample_to
 from PIL import Image
 from train import data as datasets
+from train.cli import parse_config, usage_error
 from cxr_demo.metrics import classification_report
 
-TASKS = ("classify", "zeroshot", "segment", "detect", "check")
 # a multi-task model is scored as a classifier or as a segmenter
 SERVES = {"classify": {"classify", "multitask"}, "segment": {"segment", "multitask"}}
 
@@ -208,51 +208,49 @@ def print_summary(result: dict) -> None:
         print(f"{result['model']} on {result['data']} (unlabelled, n={result['n']}): predicted {result['predicted']}")
 
 
+@dataclass
+class EvaluateConfig:
+    data: Path
+    model: str | None = field(default=None, metadata={"help": "zoo model name (default: the zoo's default for --task)"})
+    task: Literal["classify", "zeroshot", "segment", "detect", "check"] = "classify"
+    split: Literal["all", "train", "val", "test"] = field(
+        default="all", metadata={"help": "evaluate the seeded 80/10/10 split's part of --data (the training split)"})
+    seed: int = 0
+    prompts: str | None = field(default=None, metadata={"help": "prompt preset for --task zeroshot (default clinical; 'all' scores every preset)"})
+    held_out: bool = field(default=False, metadata={"help": "detect: only the images the model's metrics.json lists as held out"})
+    masks: str = field(default="masks", metadata={"help": "mask folder name beside images/ (segment), e.g. 'lung masks'"})
+    lungs_removed: bool = field(default=False, metadata={
+        "help": "classify: blank the (dilated) lungs with the film's median grey first: what is left is the shortcut"})
+    heatmap_share: bool = field(default=False, metadata={"help": "classify: also report the GradCAM mass inside the lung mask"})
+    json: bool = field(default=False, metadata={"help": "end with one JSON line (always printed; kept for scripts)"})
+
+
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, type=Path)
-    parser.add_argument("--model", help="zoo model name (default: the zoo's default for --task)")
-    parser.add_argument("--task", choices=TASKS, default="classify")
-    parser.add_argument("--split", choices=("all", "train", "val", "test"), default="all",
-                        help="evaluate the seeded 80/10/10 split's part of --data (the training split)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--prompts", help="prompt preset for --task zeroshot (default clinical; 'all' scores every preset)")
-    parser.add_argument("--held-out", action="store_true", help="detect: only the images the model's metrics.json lists as held out")
-    parser.add_argument("--masks", default="masks", help="mask folder name beside images/ (segment), e.g. 'lung masks'")
-    parser.add_argument("--lungs-removed", action="store_true",
-                        help="classify: blank the (dilated) lungs with the film's median grey first: what is left is the shortcut")
-    parser.add_argument("--heatmap-share", action="store_true", help="classify: also report the GradCAM mass inside the lung mask")
-    parser.add_argument("--json", action="store_true", help="end with one JSON line (always printed; kept for scripts)")
-    args = parser.parse_args(argv)
+    args = parse_config(EvaluateConfig, argv, __doc__)
     if not (args.data.is_dir() or (args.task == "segment" and args.data.suffix == ".csv" and args.data.is_file())):
-        parser.error(f"--data {args.data} is not a folder" + (" or a pairs.csv" if args.task == "segment" else ""))
+        usage_error(f"--data {args.data} is not a folder" + (" or a pairs.csv" if args.task == "segment" else ""))
     try:
-        if args.task == "check":
-            result = evaluate_check(args.data)
-            print_summary(result)
-            print(json.dumps(result))
-            return result
-        model = args.model or zoo.default(args.task).name
-        model_task = zoo.get(model).task
-        if model_task not in SERVES.get(args.task, {args.task}):
-            parser.error(f"{model} is a {model_task} model; pass --task {'segment' if model_task == 'multitask' else model_task}")
-        if args.task == "classify":
-            result = evaluate_classifier(model, args.data, args.split, args.seed, args.lungs_removed, args.heatmap_share)
-        elif args.task == "zeroshot":
-            result = evaluate_zeroshot_folder(model, args.data, args.split, args.seed, args.prompts or "clinical")
-        elif args.task == "detect":
-            from train.detect import evaluate_detector
-            result = evaluate_detector(model, args.data, only_held_out=args.held_out)
-        elif args.task == "segment":
-            result = evaluate_segmenter(model, args.data, args.masks)
-        else:
-            parser.error(f"--task {args.task}: no evaluator yet")
+        result = evaluate_check(args.data) if args.task == "check" else evaluate_model(args)
     except (zoo.UnknownModel, zoo.ModelUnavailable) as error:
-        parser.exit(2, f"error: {error}\n")
+        usage_error(str(error))
     print_summary(result)
     print(json.dumps(result))
     return result
 
+
+def evaluate_model(args: EvaluateConfig) -> dict:
+    model = args.model or zoo.default(args.task).name
+    model_task = zoo.get(model).task
+    if model_task not in SERVES.get(args.task, {args.task}):
+        usage_error(f"{model} is a {model_task} model; pass --task {'segment' if model_task == 'multitask' else model_task}")
+    if args.task == "classify":
+        return evaluate_classifier(model, args.data, args.split, args.seed, args.lungs_removed, args.heatmap_share)
+    if args.task == "zeroshot":
+        return evaluate_zeroshot_folder(model, args.data, args.split, args.seed, args.prompts or "clinical")
+    if args.task == "detect":
+        from train.detect import evaluate_detector
+        return evaluate_detector(model, args.data, only_held_out=args.held_out)
+    return evaluate_segmenter(model, args.data, args.masks)
 
 if __name__ == "__main__":
     main()
