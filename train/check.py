@@ -30,7 +30,7 @@ from train import data as datasets
 from train import negatives
 from train.classify import ClassifyConfig, GaussianGrain, RandomGamma, build_model
 from train.cli import parse_config
-from train.engine import Export, Trainer, TrainConfig, fit
+from train.engine import Export, Trainer, TrainConfig, fit, predict
 
 LABELS = [UPRIGHT, negatives.ROT_CW, negatives.UPSIDE_DOWN, negatives.ROT_CCW, negatives.MIRRORED, negatives.INVERTED,
           "not a chest X-ray"]
@@ -109,14 +109,8 @@ def non_cxr(split: str, n: int, size: int, seed: int) -> np.ndarray:
     return np.stack([squash(image, int(size * 1.25)) for image, _ in tqdm(negatives.non_cxr_images(split, n, seed), desc=f"{split} negatives")])
 
 
-@torch.inference_mode()
 def probabilities(model, batches) -> tuple[torch.Tensor, torch.Tensor]:
-    model.eval()
-    probs, labels = [], []
-    for x, y in batches:
-        probs.append(model(x).float().softmax(1))
-        labels.append(y)
-    return torch.cat(probs), torch.cat(labels)
+    return predict(model, batches, lambda model, x: model(x).float().softmax(1))
 
 
 def flag_report(probs: torch.Tensor, labels: torch.Tensor, threshold: float) -> dict:

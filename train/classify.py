@@ -21,13 +21,12 @@ from safetensors.torch import load_file
 from timm.models._manipulate import group_with_matcher
 from timm.utils import ModelEmaV3
 from torchvision.transforms import v2
-from tqdm import tqdm
 
 from cxr_demo.preprocess import apply_steps
 from train import data as datasets
 from train.cli import parse_config
 from train.data import Batches, Endless
-from train.engine import Export, Trainer, TrainConfig, fit, progress
+from train.engine import Export, Trainer, TrainConfig, fit, predict, progress
 from train.gate import fit_gate
 from cxr_demo.metrics import classification_report, fit_temperature
 
@@ -157,16 +156,6 @@ def classify_loss(model, x: torch.Tensor, y: torch.Tensor, blanked: torch.Tensor
     logits = model(torch.cat([x, blanked]))
     films, counterfactual = logits[: len(x)], logits[len(x):]
     return F.cross_entropy(films, y) - counterfactual.log_softmax(1).mean()
-
-
-@torch.inference_mode()
-def predict_logits(model, batches) -> tuple[torch.Tensor, torch.Tensor]:
-    model.eval()
-    outs, ys = [], []
-    for x, y in tqdm(batches, desc="eval", leave=False):
-        outs.append(model(x).float())
-        ys.append(y)
-    return torch.cat(outs), torch.cat(ys)
 
 
 def model_config(cfg: ClassifyConfig, classes: list[str], temperature: float, mean, std) -> dict:
@@ -333,7 +322,7 @@ class ClassifyTrainer(Trainer):
 
     def logits(self, model, part: str) -> tuple[torch.Tensor, torch.Tensor]:
         batches = datasets.evaluation_batches(self.pixels, self.data.labels, self.splits[part], self.cfg.preprocess, self.mean, self.std)
-        return predict_logits(model, batches)
+        return predict(model, batches)
 
     def validate(self) -> tuple[dict, float]:
         logits, labels = self.logits(self.ema.module, "val")

@@ -10,7 +10,8 @@ from typing import NoReturn
 
 
 def parse_config(config_cls, argv=None, doc: str | None = None, required: tuple[str, ...] = ()):
-    """`--some-field VALUE` for each field; list fields repeat (`--data A --data B`); `X | None` fields take X;
+    """`--some-field VALUE` for each field; list fields take one or more values and repeat (`--data A --data B`);
+    `X | None` fields take X;
     `bool` fields are switches (`--json`); `Literal[...]` fields take one of their values; `field(metadata={"help": ...})`."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     hints = typing.get_type_hints(config_cls)
@@ -25,7 +26,7 @@ def parse_config(config_cls, argv=None, doc: str | None = None, required: tuple[
         if kind is bool:
             parser.add_argument(flag, action="store_true", **options)
         elif typing.get_origin(kind) is list:
-            parser.add_argument(flag, action="append", type=typing.get_args(kind)[0], **options)
+            parser.add_argument(flag, action="extend", nargs="+", type=typing.get_args(kind)[0], **options)
         elif typing.get_origin(kind) is typing.Literal:
             parser.add_argument(flag, choices=typing.get_args(kind), **options)
         else:

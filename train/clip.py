@@ -22,7 +22,6 @@ from huggingface_hub import ModelCardData
 from safetensors.torch import load_file
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
-from tqdm import tqdm
 
 from cxr_demo import clip_model
 from train import data as datasets
@@ -30,7 +29,7 @@ from train.captions import caption_bank, sample_captions
 from train.classify import train_augment
 from train.cli import parse_config
 from train.data import Batches
-from train.engine import Export, Trainer, TrainConfig, fit
+from train.engine import Export, Trainer, TrainConfig, fit, predict
 from cxr_demo.metrics import classification_report
 
 MEAN, STD = (0.5,), (0.5,)  # EfficientNet-Lite's normalisation
@@ -83,14 +82,8 @@ def encode_images(model, x: torch.Tensor) -> torch.Tensor:
     return F.normalize(model.encode_image(x.expand(-1, 3, -1, -1)), dim=-1)
 
 
-@torch.inference_mode()
 def zero_shot_logits(model, batches, class_embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    model.eval()
-    outs, ys = [], []
-    for x, y in tqdm(batches, desc="eval", leave=False):
-        outs.append(model.logit_scale.exp() * encode_images(model, x) @ class_embeddings.T)
-        ys.append(y)
-    return torch.cat(outs), torch.cat(ys)
+    return predict(model, batches, lambda model, x: model.logit_scale.exp() * encode_images(model, x) @ class_embeddings.T)
 
 
 def class_embeddings_from(model, pooled: torch.Tensor, caption_labels: torch.Tensor, n_classes: int) -> torch.Tensor:

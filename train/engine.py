@@ -1,9 +1,8 @@
 """The one training loop behind every `train.*` trainer.
 
-A trainer supplies data, model, loss, a validation score and its model card (a `Trainer` subclass); `fit` does the rest:
-seed and thread count, the run folder `runs/<name>/`, resuming from `last.pt`, one JSON history line per epoch,
-`best.pt` (the best validation score, later epochs win ties) and the export to `<out>/<name>/` through
-`train.export.export_checkpoint`.
+A `Trainer` subclass supplies data, model, loss, a validation score and its model card; `fit` does the rest: seed and
+threads, the run folder `runs/<name>/`, resuming from `last.pt`, one JSON history line per epoch, `best.pt` (best
+validation score, later epochs win ties) and the export to `<out>/<name>/` through `train.export.export_checkpoint`.
 """
 from __future__ import annotations
 
@@ -55,9 +54,8 @@ class Export:
 
 
 class Trainer:
-    """One task's data, model and loss. `__init__(cfg)` builds them in the order that draws from the seeded random
-    streams (data, model, optimizer, scheduler), and sets the attributes below; subclasses implement the methods
-    that raise NotImplementedError."""
+    """One task's data, model, loss, validation and export. `__init__(cfg)` sets the attributes below, building data,
+    model, optimizer and scheduler in the order that draws from the seeded random streams."""
 
     cfg: TrainConfig
     model: torch.nn.Module
@@ -66,44 +64,34 @@ class Trainer:
     steps_per_epoch: int
     max_grad_norm: float | None = None
 
+    # supplied by each trainer
+    def build_model(self, init: str | None) -> torch.nn.Module: ...  # the export rebuilds it with init=None, loads best.pt
+    def batches(self, epoch: int) -> Iterable: ...  # this epoch's training batches, each handed to `loss` as it is
+    def loss(self, batch) -> torch.Tensor: ...
+    def validate(self) -> tuple[dict, float]: ...  # this epoch's history fields, and the score best.pt is chosen on
+    def export(self, model: torch.nn.Module, state: dict) -> Export: ...
+
+    # hooks with defaults
     def start_epoch(self, epoch: int) -> None:
         self.model.train()
 
-    def batches(self, epoch: int) -> Iterable:
-        """This epoch's training batches; each one goes to `loss` as it is."""
-        raise NotImplementedError
-
-    def loss(self, batch) -> torch.Tensor:
-        raise NotImplementedError
-
     def after_step(self, update: int) -> None:
-        """Called after each optimizer and scheduler step; `update` counts from 0 across epochs."""
-
-    def validate(self) -> tuple[dict, float]:
-        """This epoch's history fields, and the score best.pt is chosen on (higher is better)."""
-        raise NotImplementedError
+        """After each optimizer and scheduler step (an EMA update); `update` counts from 0 across epochs."""
 
     @property
     def selected(self) -> torch.nn.Module:
-        """The network that is validated and saved as best.pt (an EMA copy where the trainer keeps one)."""
+        """The network validated and saved as best.pt (an EMA copy where the trainer keeps one)."""
         return self.model
 
     def resumable(self) -> dict[str, Any]:
-        """What last.pt holds to continue a run. timm schedulers recompute their rate from the update count."""
+        """What last.pt holds. timm schedulers need nothing: they recompute the rate from the update count."""
         parts = {"model": self.model, "optimizer": self.optimizer}
         if isinstance(self.scheduler, torch.optim.lr_scheduler.LRScheduler):
             parts["scheduler"] = self.scheduler
         return parts
 
-    def build_model(self, init: str | None) -> torch.nn.Module:
-        """The network; the export rebuilds it with `init=None` and loads best.pt into it."""
-        raise NotImplementedError
-
-    def export(self, model: torch.nn.Module, state: dict) -> Export:
-        raise NotImplementedError
-
     def after_export(self, out: Path, export: Export) -> None:
-        """Add files to the exported folder (and update `export.summary`) before the summary line is printed."""
+        """Add to the exported folder (and to `export.summary`) before the summary is printed."""
 
 
 def start_run(cfg: TrainConfig) -> Path:
@@ -172,6 +160,17 @@ def train_epoch(trainer: Trainer, epoch: int) -> dict:
         losses.append(loss.item())
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
     return {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "minutes": (time.perf_counter() - start) / 60}
+
+
+@torch.inference_mode()
+def predict(model: torch.nn.Module, batches: Iterable, head: Callable | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`head(model, x)` (by default the model's float output) for every (x, y) batch, and the y's."""
+    model.eval()
+    outs, labels = [], []
+    for x, y in tqdm(batches, desc="eval", leave=False):
+        outs.append(head(model, x) if head else model(x).float())
+        labels.append(y)
+    return torch.cat(outs), torch.cat(labels)
 
 
 def progress(state: dict) -> dict:
