@@ -29,8 +29,7 @@ from cxr_demo.preprocess import apply_steps, normalize
 from train import data as datasets
 from train import negatives
 from train.classify import ClassifyConfig, GaussianGrain, RandomGamma, build_model
-from train.cli import parse_config
-from train.engine import Export, Trainer, TrainConfig, fit, predict
+from train.engine import Export, Trainer, TrainConfig, fit, main, predict
 
 LABELS = [UPRIGHT, negatives.ROT_CW, negatives.UPSIDE_DOWN, negatives.ROT_CCW, negatives.MIRRORED, negatives.INVERTED,
           "not a chest X-ray"]
@@ -153,9 +152,6 @@ class CheckTrainer(Trainer):
         classifier = ClassifyConfig(data=self.cfg.data, arch=self.cfg.arch, init=init, drop_rate=0.2)
         return build_model(classifier, len(LABELS)).to(memory_format=torch.channels_last)
 
-    def batches(self, epoch: int):
-        return self.train_batches
-
     def loss(self, batch) -> torch.Tensor:
         x, y = batch
         return F.cross_entropy(self.model(x), y, label_smoothing=0.05)
@@ -212,4 +208,4 @@ It was trained on 224 px downscaled films; unusual films (children's, portable, 
 
 
 if __name__ == "__main__":
-    train(parse_config(CheckConfig, None, __doc__))
+    main(CheckConfig, CheckTrainer, __doc__)

@@ -26,7 +26,7 @@ from cxr_demo.preprocess import apply_steps
 from train import data as datasets
 from train.cli import parse_config
 from train.data import Batches, Endless
-from train.engine import Export, Trainer, TrainConfig, fit, predict, progress
+from train.engine import Export, Trainer, TrainConfig, fit, main, predict, progress
 from train.gate import fit_gate
 from cxr_demo.metrics import classification_report, fit_temperature
 
@@ -362,4 +362,4 @@ def parse_args(argv=None) -> ClassifyConfig:
     return parse_config(ClassifyConfig, argv, __doc__, required=("data",))
 
 if __name__ == "__main__":
-    train(parse_args())
+    main(ClassifyConfig, ClassifyTrainer, __doc__)

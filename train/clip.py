@@ -27,9 +27,8 @@ from cxr_demo import clip_model
 from train import data as datasets
 from train.captions import caption_bank, sample_captions
 from train.classify import train_augment
-from train.cli import parse_config
 from train.data import Batches
-from train.engine import Export, Trainer, TrainConfig, fit, predict
+from train.engine import Export, Trainer, TrainConfig, fit, main, predict
 from cxr_demo.metrics import classification_report
 
 MEAN, STD = (0.5,), (0.5,)  # EfficientNet-Lite's normalisation
@@ -221,9 +220,6 @@ Prompts outside these concepts get arbitrary answers; the probabilities depend o
     return body, data
 
 
-def parse_args(argv=None) -> ClipConfig:
-    return parse_config(ClipConfig, argv, __doc__, required=("data",))
-
 
 if __name__ == "__main__":
-    train(parse_args())
+    main(ClipConfig, ClipTrainer, __doc__)

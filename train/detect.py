@@ -32,9 +32,8 @@ from tqdm import tqdm
 
 from cxr_demo.detect import ARCHITECTURES, BACKBONES, DetectorSpec, DetectPreprocess, backbone_network, \
     build_detector, demo_warning, prepare, run_detector
-from train.cli import parse_config
 from train.det_data import Sample, grouped_folds, label_names, load_sample, read_source
-from train.engine import Export, Trainer, TrainConfig, fit, progress
+from train.engine import Export, Trainer, TrainConfig, fit, main, progress
 
 DEMO_TRAIN_IMAGES = 200  # below this many training images the model card and the app carry cxr_demo.detect.demo_warning
 EVAL_SCORE_THRESHOLD = 0.01  # mAP ranks every candidate; torchvision's 0.05 default would cut the recall tail
@@ -184,12 +183,12 @@ class DetectTrainer(Trainer):
         self.options = DetectPreprocess(cfg.img_size, cfg.preprocess == "equalize", cfg.crop_max_cut)
         self.generator = torch.Generator()
         dataset = BoxDataset(self.subset("train"), self.options, self.labels, augmentation(), bool(cfg.cache))
-        self.loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate,
+        self.train_batches = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate,
                                                   num_workers=cfg.workers, generator=self.generator)
         self.model = self.build_model(cfg.init)
         self.optimizer = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=cfg.lr,
                                            weight_decay=cfg.weight_decay)
-        self.steps_per_epoch = min(len(self.loader), cfg.max_steps or len(self.loader))
+        self.steps_per_epoch = min(len(self.train_batches), cfg.max_steps or len(self.train_batches))
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(self.optimizer, cfg.lr, total_steps=cfg.epochs * self.steps_per_epoch,
                                                              pct_start=0.1)
 
@@ -204,9 +203,6 @@ class DetectTrainer(Trainer):
         torch.manual_seed(self.cfg.seed + epoch)
         self.generator.manual_seed(self.cfg.seed + epoch)
         self.model.train()
-
-    def batches(self, epoch: int):
-        return self.loader
 
     def loss(self, batch) -> torch.Tensor:
         images, targets = batch
@@ -330,9 +326,6 @@ def evaluate_detector(model_name: str, data_dir: Path, only_held_out: bool = Fal
             "map50": float(result["map_50"]), "map": float(result["map"])}
 
 
-def parse_args(argv=None) -> DetectConfig:
-    return parse_config(DetectConfig, argv, __doc__, required=("data",))
-
 
 if __name__ == "__main__":
-    train(parse_args())
+    main(DetectConfig, DetectTrainer, __doc__, required=("data",))

@@ -17,6 +17,7 @@ import torch
 from huggingface_hub import ModelCardData
 from tqdm import tqdm
 
+from train.cli import parse_config
 from train.export import export_checkpoint, push_to_hub
 
 
@@ -62,16 +63,19 @@ class Trainer:
     optimizer: torch.optim.Optimizer
     scheduler: Any  # a torch LR scheduler (stepped per batch) or a timm scheduler (`step_update` with the update count)
     steps_per_epoch: int
+    train_batches: Iterable  # what `batches` returns unless a trainer overrides it
     max_grad_norm: float | None = None
 
     # supplied by each trainer
     def build_model(self, init: str | None) -> torch.nn.Module: ...  # the export rebuilds it with init=None, loads best.pt
-    def batches(self, epoch: int) -> Iterable: ...  # this epoch's training batches, each handed to `loss` as it is
     def loss(self, batch) -> torch.Tensor: ...
     def validate(self) -> tuple[dict, float]: ...  # this epoch's history fields, and the score best.pt is chosen on
     def export(self, model: torch.nn.Module, state: dict) -> Export: ...
 
     # hooks with defaults
+    def batches(self, epoch: int) -> Iterable:
+        return self.train_batches
+
     def start_epoch(self, epoch: int) -> None:
         self.model.train()
 
@@ -94,25 +98,23 @@ class Trainer:
         """Add to the exported folder (and to `export.summary`) before the summary is printed."""
 
 
-def start_run(cfg: TrainConfig) -> Path:
-    """Seed, thread count and the run folder (checkpoints and history)."""
+def main(config_cls: type[TrainConfig], make_trainer: Callable[[TrainConfig], Trainer], doc: str, required=()) -> Path:
+    """The command line of a trainer module: `python -m train.<task> --flags`."""
+    return fit(parse_config(config_cls, None, doc, required), make_trainer)
+
+
+def fit(cfg: TrainConfig, make_trainer: Callable[[TrainConfig], Trainer]) -> Path:
+    """Seed, threads and run folder; train (or resume) and export. Returns the exported folder."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     run_dir = Path(cfg.runs) / cfg.run_name
     run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
-
-
-def fit(cfg: TrainConfig, make_trainer: Callable[[TrainConfig], Trainer]) -> Path:
-    """Train (or resume) and export; returns the exported folder."""
-    run_dir = start_run(cfg)
     trainer = make_trainer(cfg)
     state = resume(trainer, run_dir / "last.pt")
     for epoch in range(state["epoch"], cfg.epochs):
-        row = train_epoch(trainer, epoch)
+        row, minutes = train_epoch(trainer, epoch)
         fields, score = trainer.validate()
-        minutes = row.pop("minutes")
         state["history"].append({**row, **fields, "minutes": minutes})
         print(json.dumps(state["history"][-1]), flush=True)
         if score >= state["best"]:
@@ -137,11 +139,12 @@ def resume(trainer: Trainer, last: Path) -> dict:
     return state
 
 
-def train_epoch(trainer: Trainer, epoch: int) -> dict:
-    cfg, optimizer, steps = trainer.cfg, trainer.optimizer, trainer.steps_per_epoch
+def train_epoch(trainer: Trainer, epoch: int) -> tuple[dict, float]:
+    """One pass over the training batches: the history row so far, and the minutes it took."""
+    optimizer, steps = trainer.optimizer, trainer.steps_per_epoch
     trainer.start_epoch(epoch)
     start, losses = time.perf_counter(), []
-    bar = tqdm(trainer.batches(epoch), total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}")
+    bar = tqdm(trainer.batches(epoch), total=steps, desc=f"epoch {epoch + 1}/{trainer.cfg.epochs}")
     for step, batch in enumerate(bar):
         if step >= steps:  # checked after the batch is drawn, so the random streams match runs without --max-steps
             break
@@ -159,7 +162,7 @@ def train_epoch(trainer: Trainer, epoch: int) -> dict:
         trainer.after_step(update)
         losses.append(loss.item())
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
-    return {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "minutes": (time.perf_counter() - start) / 60}
+    return {"epoch": epoch + 1, "train_loss": float(np.mean(losses))}, (time.perf_counter() - start) / 60
 
 
 @torch.inference_mode()
@@ -180,7 +183,7 @@ def progress(state: dict) -> dict:
 
 
 def finish(trainer: Trainer, run_dir: Path, state: dict) -> Path:
-    """Load best.pt into a fresh network and write the trainer's export; print its summary as one JSON line."""
+    """Load best.pt into a fresh network, write the trainer's export and print its summary as one JSON line."""
     cfg = trainer.cfg
     model = trainer.build_model(init=None)
     model.load_state_dict(torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True))

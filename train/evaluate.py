@@ -106,6 +106,11 @@ def labelled_folders(data_dir: Path, labels: list[str]) -> list[str] | None:
     return folders if folders and all(f in labels for f in folders) else None
 
 
+def split_part(data: datasets.LabelledImages, split: str, seed: int) -> datasets.LabelledImages:
+    """One part of the seeded 80/10/10 training split, or everything for "all"."""
+    return data if split == "all" else data.subset(datasets.split_80_10_10(data, seed)[split])
+
+
 def evaluate_classifier(model_name: str, data_dir: Path, split: str, seed: int, lungs_removed: bool = False, cam: bool = False) -> dict:
     loaded = zoo.load(model_name)
     labels = list(loaded.config.get("label_names") or loaded.spec.labels)
@@ -113,9 +118,7 @@ def evaluate_classifier(model_name: str, data_dir: Path, split: str, seed: int, 
     folders = labelled_folders(data_dir, labels)
     if folders is None:
         return predicted_distribution(model_name, data_dir, labels, temperature, lungs_removed)
-    data = datasets.read_class_folders(data_dir, folders)
-    index = np.arange(len(data)) if split == "all" else datasets.split_80_10_10(data, seed)[split]
-    data = data.subset(index)
+    data = split_part(datasets.read_class_folders(data_dir, folders), split, seed)
     seen = run_classifier(model_name, data.paths, lungs_removed, cam)
     targets = torch.tensor([labels.index(data.classes[data.labels[i]]) for i in seen.kept])
     report = classification_report(torch.stack(seen.logits), targets, labels, temperature)
@@ -172,9 +175,7 @@ def evaluate_zeroshot(loaded: zoo.Loaded, paths: list[Path], labels: list[str], 
 
 
 def evaluate_zeroshot_folder(model_name: str, data_dir: Path, split: str, seed: int, prompts: str) -> dict:
-    data = datasets.read_class_folders(data_dir)
-    index = np.arange(len(data)) if split == "all" else datasets.split_80_10_10(data, seed)[split]
-    data = data.subset(index)
+    data = split_part(datasets.read_class_folders(data_dir), split, seed)
     reports = evaluate_zeroshot(zoo.load(model_name), data.paths, [data.classes[i] for i in data.labels],
                                 None if prompts == "all" else [prompts])
     headline = "clinical" if prompts == "all" else prompts
@@ -213,14 +214,12 @@ class EvaluateConfig:
     data: Path
     model: str | None = field(default=None, metadata={"help": "zoo model name (default: the zoo's default for --task)"})
     task: Literal["classify", "zeroshot", "segment", "detect", "check"] = "classify"
-    split: Literal["all", "train", "val", "test"] = field(
-        default="all", metadata={"help": "evaluate the seeded 80/10/10 split's part of --data (the training split)"})
+    split: Literal["all", "train", "val", "test"] = field(default="all", metadata={"help": "the seeded 80/10/10 split's part of --data"})
     seed: int = 0
     prompts: str | None = field(default=None, metadata={"help": "prompt preset for --task zeroshot (default clinical; 'all' scores every preset)"})
     held_out: bool = field(default=False, metadata={"help": "detect: only the images the model's metrics.json lists as held out"})
     masks: str = field(default="masks", metadata={"help": "mask folder name beside images/ (segment), e.g. 'lung masks'"})
-    lungs_removed: bool = field(default=False, metadata={
-        "help": "classify: blank the (dilated) lungs with the film's median grey first: what is left is the shortcut"})
+    lungs_removed: bool = field(default=False, metadata={"help": "classify: blank the lungs first: what is left is the shortcut"})
     heatmap_share: bool = field(default=False, metadata={"help": "classify: also report the GradCAM mass inside the lung mask"})
     json: bool = field(default=False, metadata={"help": "end with one JSON line (always printed; kept for scripts)"})
 

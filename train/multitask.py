@@ -18,13 +18,13 @@ import torch
 import torch.nn.functional as F
 from huggingface_hub import ModelCardData
 
-from cxr_demo.preprocess import apply_steps, normalize
+from cxr_demo.preprocess import normalize
 from train import data as datasets
 from train.classify import train_augment
-from train.cli import parse_config
-from train.engine import Export, Trainer, TrainConfig, fit, progress
+from train.engine import Export, Trainer, TrainConfig, fit, main, progress
 from cxr_demo.metrics import classification_report
-from train.segment import MEAN, STD, SegmentConfig, as_tensors, build_model, dice_iou, joint_augment, read_source, split_index
+from train.segment import (MEAN, STD, SegmentConfig, as_tensors, build_model, dice_iou, joint_augment, predict_logits, read_source,
+                           split_index)
 
 NO_CLASS = -1
 
@@ -53,18 +53,6 @@ def multitask_loss(model, x, labels, masks, has_mask, losses) -> torch.Tensor:
         dice, bce = losses
         loss = loss + dice(mask_logits, masks[has_mask]) + bce(mask_logits, masks[has_mask])
     return loss
-
-
-@torch.inference_mode()
-def evaluate(model, images, steps, batch=32):
-    model.eval()
-    masks, labels = [], []
-    for start in range(0, len(images), batch):
-        x = normalize(apply_steps(images[start:start + batch], steps), MEAN, STD).contiguous(memory_format=torch.channels_last)
-        m, c = model(x)
-        masks.append(m.float())
-        labels.append(c.float())
-    return torch.cat(masks), torch.cat(labels)
 
 
 class MultitaskTrainer(Trainer):
@@ -107,8 +95,8 @@ class MultitaskTrainer(Trainer):
         return multitask_loss(self.model, *batch, self.losses)
 
     def score(self, model, part: str) -> dict:
-        _, class_logits = evaluate(model, self.cls_pixels[self.cls_splits[part]], self.cfg.preprocess)
-        mask_logits, _ = evaluate(model, self.seg_images[self.seg_splits[part]], self.cfg.preprocess)
+        _, class_logits = predict_logits(model, self.cls_pixels[self.cls_splits[part]], self.cfg.preprocess, 32)
+        mask_logits, _ = predict_logits(model, self.seg_images[self.seg_splits[part]], self.cfg.preprocess, 32)
         report = classification_report(class_logits, torch.from_numpy(self.cls.labels[self.cls_splits[part]]), self.cls.classes)
         dice = dice_iou(mask_logits, self.seg_masks[self.seg_splits[part]])
         return {**report, "dice": dice["dice"], "iou": dice["iou"]}
@@ -123,7 +111,7 @@ class MultitaskTrainer(Trainer):
         external = {}
         for spec in cfg.external:
             images, masks = as_tensors(read_source(spec), cfg.img_size)
-            external[spec] = dice_iou(evaluate(model, images, cfg.preprocess)[0], masks)
+            external[spec] = dice_iou(predict_logits(model, images, cfg.preprocess, 32)[0], masks)
         metrics = {"task": "multitask", "test": test, "external": external, **progress(state), "train_config": asdict(cfg)}
         config = {"architecture": "unet", "encoder_name": cfg.encoder, "in_channels": 1, "classes": 1, "aux_classes": len(classes),
                   "label_names": classes, "mask_label": "lung",
@@ -158,8 +146,5 @@ def train(cfg: MultitaskConfig) -> Path:
     return fit(cfg, MultitaskTrainer)
 
 
-def parse_args(argv=None) -> MultitaskConfig:
-    return parse_config(MultitaskConfig, argv, __doc__, required=("seg_data", "cls_data"))
-
 if __name__ == "__main__":
-    train(parse_args())
+    main(MultitaskConfig, MultitaskTrainer, __doc__, required=("seg_data", "cls_data"))

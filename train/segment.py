@@ -23,8 +23,7 @@ from torchvision.transforms import v2
 from tqdm import tqdm
 
 from cxr_demo.preprocess import apply_steps, normalize
-from train.cli import parse_config
-from train.engine import Export, Trainer, TrainConfig, fit, progress
+from train.engine import Export, Trainer, TrainConfig, fit, main, progress
 from train.seg_data import Pair, load_pair, read_image_mask_folder, read_pairs_csv, read_siim_rle
 
 ARCHITECTURES = ("unet", "unetplusplus", "manet", "fpn", "pspnet", "pan", "deeplabv3", "deeplabv3plus")
@@ -130,13 +129,16 @@ def score_masks(model, images: torch.Tensor, masks: torch.Tensor, steps: str) ->
 
 
 @torch.inference_mode()
-def predict_logits(model, images, steps: str, batch_size: int = 8) -> torch.Tensor:
+def predict_logits(model, images, steps: str, batch_size: int = 8) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Mask logits; (mask logits, class logits) from a model with a classification head."""
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):
         x = normalize(apply_steps(images[start:start + batch_size], steps), MEAN, STD).contiguous(memory_format=torch.channels_last)
-        out.append(model(x).float())
-    return torch.cat(out)
+        out.append(model(x))
+    if isinstance(out[0], tuple):
+        return tuple(torch.cat([o[i].float() for o in out]) for i in range(len(out[0])))
+    return torch.cat([o.float() for o in out])
 
 
 def split_index(n: int, seed: int) -> dict[str, np.ndarray]:
@@ -237,8 +239,5 @@ border, and images with unusual framing. Not for clinical measurement.
 """
 
 
-def parse_args(argv=None) -> SegmentConfig:
-    return parse_config(SegmentConfig, argv, __doc__, required=("data",))
-
 if __name__ == "__main__":
-    train(parse_args())
+    main(SegmentConfig, SegmentTrainer, __doc__, required=("data",))
