@@ -111,7 +111,9 @@ def test_a_few_steps_train_export_and_evaluate(class_folder, tmp_path, use_zoo, 
     # resuming a finished run does no more epochs and exports the same shape of result
     assert json.loads((train(cfg) / "metrics.json").read_text())["epochs"] == 2
 
-    entry = dict(name="smoke", task="classify", arch="mobilenetv2_035", labels=LABELS, input_size=96, mean=[0.5], std=[0.5], source=f"local:{out}")
+    trained_with = json.loads((out / "config.json").read_text())["pretrained_cfg"]  # zoo.toml must repeat the training statistics
+    entry = dict(name="smoke", task="classify", arch="mobilenetv2_035", labels=LABELS, input_size=96, mean=trained_with["mean"],
+                 std=trained_with["std"], source=f"local:{out}")
     use_zoo(zoo.Zoo.from_toml(tiny_zoo_toml(tmp_path, [entry, SHIPPED_LUNG_SEGMENTER])))
     capsys.readouterr()
     evaluate_main(["--data", str(class_folder), "--json"])
@@ -141,7 +143,7 @@ def test_folders_that_are_not_classes_are_read_as_unlabelled(tmp_path, tiny_zoo,
 
 
 def test_evaluate_check_counts_what_the_input_check_refuses(tmp_path, tiny_zoo, use_zoo, example_png, capsys, monkeypatch):
-    from cxr_demo import intake
+    from cxr_demo.intake import stage as intake
     from cxr_demo.intake import check
 
     use_zoo(tiny_zoo)

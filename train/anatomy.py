@@ -1,5 +1,5 @@
 """How often a lung model's raw mask holds more than the two lungs (a gastric bubble, a speck), on real films from other
-hospitals, and how often the anatomy cleanup in `cxr_demo.lungs.two_largest` had to drop a lung-sized second component.
+hospitals, and how often the anatomy cleanup in `cxr_demo.intake.lungs.two_largest` had to drop a lung-sized second component.
 
     python -m train.anatomy --model lung-unet-mobilenetv2
 
@@ -7,16 +7,17 @@ Prints one JSON object. Unreadable files are skipped and counted.
 """
 from __future__ import annotations
 
-import argparse
 import json
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
 
 from cxr_demo import zoo
-from cxr_demo.io import InvalidImage, read_xray
 from cxr_demo.intake.lungs import run_segmenter, two_largest
+from cxr_demo.io import InvalidImage, read_xray
 from train.audit import SHARED
+from train.cli import parse_config
 from train.evaluate import image_paths
 
 FRONTAL_FILMS = ("lung-masks/shenzhen/images", "covid-qu-ex-sample/Test/COVID-19/images", "covid-qu-ex-sample/Test/Non-COVID/images",
@@ -48,10 +49,13 @@ def count(model: str) -> dict:
             "lung_sized_second_component_dropped": dropped}
 
 
+@dataclass
+class AnatomyConfig:
+    model: str | None = field(default=None, metadata={"help": "a segment or multitask zoo model (default: the zoo's lung model)"})
+
+
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None, help="a segment or multitask zoo model (default: the zoo's lung model)")
-    args = parser.parse_args(argv)
+    args = parse_config(AnatomyConfig, argv, __doc__)
     result = count(args.model or zoo.default("segment").name)
     print(json.dumps(result))
     return result

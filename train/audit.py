@@ -12,14 +12,15 @@ Every image goes through `train.evaluate`'s path: the app's reader, input check,
 """
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from cxr_demo import zoo
+from train.cli import parse_config
 from train.evaluate import evaluate_classifier, image_paths, run_classifier
 
 SHARED = zoo.REPO_ROOT.parent / "shared" / "data"
@@ -106,12 +107,15 @@ The other-hospital set is small (n={external['n']}): read its accuracy as a prob
 """
 
 
+@dataclass
+class AuditConfig:
+    model: str | None = field(default=None, metadata={"help": "a classify or multitask zoo model (default: the zoo's default classifier)"})
+    shared: Path = SHARED
+    write: bool = field(default=False, metadata={"help": "store the figures in the checkpoint's metrics.json under 'audit'"})
+
+
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="a classify or multitask zoo model (default: the zoo's default classifier)")
-    parser.add_argument("--shared", type=Path, default=SHARED)
-    parser.add_argument("--write", action="store_true", help="store the figures in the checkpoint's metrics.json under 'audit'")
-    args = parser.parse_args(argv)
+    args = parse_config(AuditConfig, argv, __doc__)
     model = args.model or zoo.default("classify").name
     result = audit(model, args.shared)
     if args.write:

@@ -1,6 +1,6 @@
 """Report-like training captions for the LiT model: many phrasings per class, so it learns meaning, not one string.
 
-The app's prompt presets (`cxr_demo.zeroshot.PRESETS`) are worded independently of these, so that scoring a preset is
+The app's prompt presets (`cxr_demo.tasks.zeroshot.PRESETS`) are worded independently of these, so that scoring a preset is
 a test of free-text prompts, not a lookup of training strings.
 """
 from __future__ import annotations

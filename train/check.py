@@ -11,7 +11,6 @@ uses other sources, and every external hospital in ../shared/data stays out of t
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,34 +29,25 @@ from cxr_demo.io.preprocess import apply_steps, normalize
 from train import data as datasets
 from train import negatives
 from train.classify import ClassifyConfig, GaussianGrain, RandomGamma, build_model
-from train.cli import parse_config, start_run
-from train.export import export_checkpoint
+from train.engine import Export, TrainConfig, Trainer, fit, main, predict
 
 LABELS = [UPRIGHT, negatives.ROT_CW, negatives.UPSIDE_DOWN, negatives.ROT_CCW, negatives.MIRRORED, negatives.INVERTED,
           "not a chest X-ray"]
 NOT_CXR = len(LABELS) - 1
 
 
-@dataclass
-class CheckConfig:
+@dataclass(kw_only=True)
+class CheckConfig(TrainConfig):
     data: str
     arch: str = "tf_efficientnet_lite0"
     name: str = "cxr-input-check"
-    init: str | None = None
     epochs: int = 3
-    lr: float = 1e-3
     weight_decay: float = 1e-5
     batch_size: int = 48
     img_size: int = 128
     per_epoch: int = 2000  # upright films, mis-oriented films and non-CXR images, each, per epoch
     negatives: int = 3000  # non-CXR training images generated once
     flag_rate: float = 0.01  # the threshold flags this share of validation chest X-rays
-    preprocess: str = "equalize"
-    seed: int = 0
-    out: str = "weights"
-    runs: str = "runs"
-    max_steps: int | None = None
-    threads: int | None = None
 
 
 def misorient(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, int]:
@@ -118,14 +108,8 @@ def non_cxr(split: str, n: int, size: int, seed: int) -> np.ndarray:
     return np.stack([squash(image, int(size * 1.25)) for image, _ in tqdm(negatives.non_cxr_images(split, n, seed), desc=f"{split} negatives")])
 
 
-@torch.inference_mode()
 def probabilities(model, batches) -> tuple[torch.Tensor, torch.Tensor]:
-    model.eval()
-    probs, labels = [], []
-    for x, y in batches:
-        probs.append(model(x).float().softmax(1))
-        labels.append(y)
-    return torch.cat(probs), torch.cat(labels)
+    return predict(model, batches, lambda model, x: model(x).float().softmax(1))
 
 
 def flag_report(probs: torch.Tensor, labels: torch.Tensor, threshold: float) -> dict:
@@ -138,62 +122,62 @@ def flag_report(probs: torch.Tensor, labels: torch.Tensor, threshold: float) -> 
             "accuracy": float((probs.argmax(1) == labels).float().mean())}
 
 
-def train(cfg: CheckConfig) -> Path:
-    run_dir = start_run(cfg.runs, cfg.name, cfg.seed, cfg.threads)
-    data = datasets.read_class_folders(cfg.data)
-    splits = datasets.split_80_10_10(data, seed=cfg.seed)
-    pixels = np.asarray(datasets.cached_pixels(data.paths, int(cfg.img_size * 1.25)))
-    other_train = non_cxr("train", cfg.negatives, cfg.img_size, cfg.seed)
-    other_val = non_cxr("train", max(200, cfg.negatives // 10), cfg.img_size, cfg.seed + 1000)
-    model = build_model(ClassifyConfig(data=cfg.data, arch=cfg.arch, init=cfg.init, drop_rate=0.2), len(LABELS))
-    model = model.to(memory_format=torch.channels_last)
-    train_batches = Mixture(pixels[splits["train"]], other_train, cfg, True, cfg.seed)
-    val_batches = Mixture(pixels[splits["val"]], other_val, cfg, False, cfg.seed + 1)
-    steps = min(len(train_batches), cfg.max_steps or len(train_batches))
-    optimizer = create_optimizer_v2(model, opt="adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler, _ = create_scheduler_v2(optimizer, sched="cosine", num_epochs=cfg.epochs, warmup_epochs=0,
-                                       step_on_epochs=False, updates_per_epoch=steps, min_lr=cfg.lr * 0.01)
-    history = []
-    for epoch in range(cfg.epochs):
-        model.train()
-        start, losses = time.perf_counter(), []
-        for step, (x, y) in enumerate(tqdm(train_batches, total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}")):
-            if step >= steps:
-                break
-            loss = F.cross_entropy(model(x), y, label_smoothing=0.05)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step_update(epoch * steps + step + 1)
-            losses.append(loss.item())
-        probs, labels = probabilities(model, val_batches)
-        history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "minutes": (time.perf_counter() - start) / 60,
-                        **flag_report(probs, labels, 0.5)})
-        print(json.dumps(history[-1]))
-        torch.save(model.state_dict(), run_dir / "last.pt")
-    return export(cfg, model, probs, labels, history, {k: int(len(v)) for k, v in splits.items()})
-
-
 def choose_threshold(probs: torch.Tensor, labels: torch.Tensor, flag_rate: float) -> float:
     """The upright probability below which an image is flagged: set so `flag_rate` of validation CXRs are flagged."""
     upright = probs[labels == 0, 0].numpy()
     return float(np.clip(np.quantile(upright, flag_rate), 0.05, 0.5))
 
 
-def export(cfg: CheckConfig, model, probs, labels, history, sizes) -> Path:
-    threshold = choose_threshold(probs, labels, cfg.flag_rate)
-    val = flag_report(probs, labels, threshold)
-    metrics = {"task": "check", "val": val, "history": history, "train_config": asdict(cfg),
-               "data": {"path": Path(cfg.data).name, "sizes": sizes, "negatives": "train.negatives (training sources)"}}
-    config = {"architecture": cfg.arch, "num_classes": len(LABELS), "label_names": LABELS, "model_args": {"in_chans": 1},
-              "pretrained_cfg": {"input_size": [1, cfg.img_size, cfg.img_size], "mean": [0.5], "std": [0.5], "crop_pct": 1.0},
-              "cxr_demo": {"task": "check", "preprocess": cfg.preprocess, "threshold": threshold}}
-    body = CARD.format(name=cfg.name, arch=cfg.arch, size=cfg.img_size, labels=", ".join(LABELS), data=Path(cfg.data).name,
-                       train=sizes["train"], epochs=cfg.epochs, threshold=threshold, val=json.dumps(val, indent=1))
-    card = ModelCardData(license="apache-2.0", library_name="timm", tags=["chest-x-ray", "cxr-demo", "input-check"])
-    out = export_checkpoint(Path(cfg.out) / cfg.name, model.state_dict(), config, metrics, body, card)
-    print(json.dumps(val))
-    return out
+class CheckTrainer(Trainer):
+    """Label-smoothed cross-entropy over the seven labels. The last epoch is kept, and the flag threshold is chosen on
+    its validation mixture (which differs each epoch: the films are mis-oriented at random)."""
+
+    def __init__(self, cfg: CheckConfig):
+        self.cfg = cfg
+        data = datasets.read_class_folders(cfg.data)
+        self.splits = splits = datasets.split_80_10_10(data, seed=cfg.seed)
+        pixels = np.asarray(datasets.cached_pixels(data.paths, int(cfg.img_size * 1.25)))
+        other_train = non_cxr("train", cfg.negatives, cfg.img_size, cfg.seed)
+        other_val = non_cxr("train", max(200, cfg.negatives // 10), cfg.img_size, cfg.seed + 1000)
+        self.model = self.build_model(cfg.init)
+        self.train_batches = Mixture(pixels[splits["train"]], other_train, cfg, True, cfg.seed)
+        self.val_batches = Mixture(pixels[splits["val"]], other_val, cfg, False, cfg.seed + 1)
+        self.steps_per_epoch = min(len(self.train_batches), cfg.max_steps or len(self.train_batches))
+        self.optimizer = create_optimizer_v2(self.model, opt="adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.scheduler, _ = create_scheduler_v2(self.optimizer, sched="cosine", num_epochs=cfg.epochs, warmup_epochs=0,
+                                                step_on_epochs=False, updates_per_epoch=self.steps_per_epoch, min_lr=cfg.lr * 0.01)
+        self.last_validation: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def build_model(self, init: str | None) -> torch.nn.Module:
+        classifier = ClassifyConfig(data=self.cfg.data, arch=self.cfg.arch, init=init, drop_rate=0.2)
+        return build_model(classifier, len(LABELS)).to(memory_format=torch.channels_last)
+
+    def loss(self, batch) -> torch.Tensor:
+        x, y = batch
+        return F.cross_entropy(self.model(x), y, label_smoothing=0.05)
+
+    def validate(self) -> tuple[dict, float]:
+        self.last_validation = probabilities(self.model, self.val_batches)
+        return flag_report(*self.last_validation, 0.5), 0.0  # a constant score: best.pt is always the latest epoch
+
+    def export(self, model, state) -> Export:
+        cfg, sizes = self.cfg, {k: int(len(v)) for k, v in self.splits.items()}
+        probs, labels = self.last_validation or probabilities(model, self.val_batches)  # a finished run, resumed: validate again
+        threshold = choose_threshold(probs, labels, cfg.flag_rate)
+        val = flag_report(probs, labels, threshold)
+        metrics = {"task": "check", "val": val, "history": state["history"], "train_config": asdict(cfg),
+                   "data": {"path": Path(cfg.data).name, "sizes": sizes, "negatives": "train.negatives (training sources)"}}
+        config = {"architecture": cfg.arch, "num_classes": len(LABELS), "label_names": LABELS, "model_args": {"in_chans": 1},
+                  "pretrained_cfg": {"input_size": [1, cfg.img_size, cfg.img_size], "mean": [0.5], "std": [0.5], "crop_pct": 1.0},
+                  "cxr_demo": {"task": "check", "preprocess": cfg.preprocess, "threshold": threshold}}
+        body = CARD.format(name=cfg.name, arch=cfg.arch, size=cfg.img_size, labels=", ".join(LABELS), data=Path(cfg.data).name,
+                           train=sizes["train"], epochs=cfg.epochs, threshold=threshold, val=json.dumps(val, indent=1))
+        card = ModelCardData(license="apache-2.0", library_name="timm", tags=["chest-x-ray", "cxr-demo", "input-check"])
+        return Export(config, metrics, body, card, summary=val)
+
+
+def train(cfg: CheckConfig) -> Path:
+    return fit(cfg, CheckTrainer)
 
 
 CARD = """
@@ -224,4 +208,4 @@ It was trained on 224 px downscaled films; unusual films (children's, portable, 
 
 
 if __name__ == "__main__":
-    train(parse_config(CheckConfig, None, __doc__, required=("data",)))
+    main(CheckConfig, CheckTrainer, __doc__)

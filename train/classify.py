@@ -7,60 +7,52 @@ Defaults follow the seed reports (Adam, lr 5e-5, weight decay 1e-6, 20 epochs, 8
 """
 from __future__ import annotations
 
-import json
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import timm
-from timm.optim import create_optimizer_v2
-from timm.scheduler import create_scheduler_v2
 import torch
 import torch.nn.functional as F
 from huggingface_hub import ModelCardData
 from safetensors.torch import load_file
 from timm.models._manipulate import group_with_matcher
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
 from torchvision.transforms import v2
-from tqdm import tqdm
 
-from cxr_demo.io.preprocess import apply_steps, normalize
-from train import data as datasets
-from train.cli import parse_config, start_run
-from train.export import export_checkpoint, push_to_hub
-from train.gate import fit_gate
+from cxr_demo.io.preprocess import apply_steps
 from cxr_demo.tasks.metrics import classification_report, fit_temperature
+from train import data as datasets
+from train.cli import parse_config
+from train.data import Batches, Endless
+from train.engine import Export, TrainConfig, Trainer, fit, main, predict, progress
+from train.gate import fit_gate
 
 
-@dataclass
-class ClassifyConfig:
+@dataclass(kw_only=True)
+class ClassifyConfig(TrainConfig):
+    """`init`: a local .safetensors file, a zoo checkpoint folder (fine-tune it), "hub" (needs network) or None."""
     data: str
     arch: str = "tf_efficientnet_lite0"
-    name: str | None = None
-    init: str | None = None  # a local .safetensors file, a zoo checkpoint folder (fine-tune it), "hub" (needs network) or None
-    epochs: int = 20
     lr: float = 5e-5
     weight_decay: float = 1e-6
     opt: str = "adam"
     sched: str = "cosine"
     warmup_epochs: int = 1
     batch_size: int = 32
-    img_size: int = 224
     fraction: float = 1.0
     train_last: int | None = None  # fine-tune only the last N blocks (+ head): the DINOv2/BEiT recipe
-    preprocess: str = "equalize"
-    crop: str = "none"  # "lungs": train on the lung box from the zoo's segmenter (cxr_demo.lungs), as the app will see it
+    crop: str = "none"  # "lungs": train on the lung box from the zoo's segmenter (cxr_demo.intake.lungs), as the app will see it
     augment: str = "standard"  # "site": also gamma, noise, JPEG and stronger blur/contrast, to break scanner and site cues
     counterfactual: float = 0.0  # share of each batch added as lungs-blanked crops with a uniform target: nothing outside the lungs may decide
     ema_decay: float = 0.998
     drop_rate: float = 0.2
-    seed: int = 0
-    out: str = "weights"
-    runs: str = "runs"
-    max_steps: int | None = None  # stop each epoch early (smoke tests)
-    threads: int | None = None
-    push_to_hub: str | None = None
+
+    @property
+    def run_name(self) -> str:
+        return self.name or f"cxr-{self.arch}"
 
 
 def build_model(cfg: ClassifyConfig, num_classes: int) -> torch.nn.Module:
@@ -143,42 +135,7 @@ class GaussianGrain(torch.nn.Module):
         return noisy.round().clamp(0, 255).to(torch.uint8)
 
 
-class Batches:
-    """Shuffled batches straight from the in-memory uint8 cache."""
-
-    def __init__(self, pixels, labels, index, batch_size, transform, mean, std, shuffle, seed=0):
-        self.pixels, self.labels, self.index = pixels, labels, index
-        self.batch_size, self.transform, self.mean, self.std = batch_size, transform, mean, std
-        self.shuffle, self.rng = shuffle, np.random.default_rng(seed)
-
-    def __len__(self):
-        return (len(self.index) + self.batch_size - 1) // self.batch_size
-
-    def __iter__(self):
-        order = self.rng.permutation(self.index) if self.shuffle else self.index
-        for start in range(0, len(order), self.batch_size):
-            chunk = np.sort(order[start:start + self.batch_size])
-            images = torch.from_numpy(np.asarray(self.pixels[chunk]))[:, None]
-            images = torch.stack([self.transform(im) for im in images])
-            x = normalize(images, self.mean, self.std).contiguous(memory_format=torch.channels_last)
-            yield x, torch.from_numpy(self.labels[chunk])
-
-
-class Endless:
-    """Batches drawn forever (`None` forever when there are none), to pair with each training batch."""
-
-    def __init__(self, batches: "Batches | None"):
-        self.batches = batches
-
-    def __iter__(self):
-        while True:
-            if self.batches is None:
-                yield None
-            else:
-                yield from (x for x, _ in self.batches)
-
-
-def counterfactual_batches(cfg: ClassifyConfig, data, splits, train_batches: "Batches") -> Endless:
+def counterfactual_batches(cfg: ClassifyConfig, data, splits, train_batches: Batches) -> Endless:
     """Lungs-blanked crops of the training images (the `--lungs-removed` counterfactual), `counterfactual` x batch at a time."""
     if cfg.counterfactual <= 0:
         return Endless(None)
@@ -201,17 +158,7 @@ def classify_loss(model, x: torch.Tensor, y: torch.Tensor, blanked: torch.Tensor
     return F.cross_entropy(films, y) - counterfactual.log_softmax(1).mean()
 
 
-@torch.inference_mode()
-def predict_logits(model, batches) -> tuple[torch.Tensor, torch.Tensor]:
-    model.eval()
-    outs, ys = [], []
-    for x, y in tqdm(batches, desc="eval", leave=False):
-        outs.append(model(x).float())
-        ys.append(y)
-    return torch.cat(outs), torch.cat(ys)
-
-
-def model_config(cfg: ClassifyConfig, model, classes: list[str], temperature: float, mean, std) -> dict:
+def model_config(cfg: ClassifyConfig, classes: list[str], temperature: float, mean, std) -> dict:
     """timm's Hub config format (so `timm.create_model('hf-hub:...')` works), plus our own section."""
     return {
         "architecture": cfg.arch,
@@ -233,7 +180,7 @@ def model_config(cfg: ClassifyConfig, model, classes: list[str], temperature: fl
 
 LUNG_CROP_NOTE = """Input: **the lung box only.** The zoo's lung segmenter (`lung-unet-mobilenetv2`) finds the two lungs, the box around
 them is widened by 5% of the image on each side, and that crop is squashed to a square. The app, `train.classify` and
-`train.evaluate` all take the crop through `cxr_demo.lungs`, so the model sees at inference what it was trained on.
+`train.evaluate` all take the crop through `cxr_demo.intake.lungs`, so the model sees at inference what it was trained on.
 Borders, markers, the shoulders and most of the body outline, where a full-film model finds its shortcuts, are cut away."""
 
 SHORTCUT_NOTE = """
@@ -327,113 +274,92 @@ the training data and overstate performance on any other hospital.
     return body, card_data
 
 
+class ClassifyTrainer(Trainer):
+    """Cross-entropy (plus the counterfactual penalty) with an EMA copy of the weights, which is validated and kept;
+    best.pt on validation macro-F1. The export calibrates a temperature on val and fits the feature gate."""
+
+    def __init__(self, cfg: ClassifyConfig):
+        self.cfg = cfg
+        self.data = data = datasets.read_class_folders(cfg.data)
+        self.splits = splits = datasets.split_80_10_10(data, seed=cfg.seed)
+        splits["train"] = datasets.take_fraction(splits["train"], data.labels, cfg.fraction, seed=cfg.seed)
+        self.pixels = datasets.training_pixels(data.paths, cfg.img_size, cfg.crop)
+        self.model = self.build_model(cfg.init)
+        if cfg.train_last is not None:
+            print(f"training {freeze_all_but_last(self.model, cfg.train_last):,} parameters (last {cfg.train_last} blocks + head)")
+        self.mean, self.std = self.model.pretrained_cfg["mean"][:1], self.model.pretrained_cfg["std"][:1]
+        self.ema = ModelEmaV3(self.model, decay=cfg.ema_decay, use_warmup=True)
+        self.optimizer = create_optimizer_v2([p for p in self.model.parameters() if p.requires_grad], opt=cfg.opt, lr=cfg.lr,
+                                             weight_decay=cfg.weight_decay)
+        self.train_batches = Batches(self.pixels, data.labels, splits["train"], cfg.batch_size,
+                                     train_augment(cfg.img_size, cfg.preprocess, cfg.augment), self.mean, self.std, shuffle=True,
+                                     seed=cfg.seed)
+        self.steps_per_epoch = min(len(self.train_batches), cfg.max_steps or len(self.train_batches))
+        self.scheduler, _ = create_scheduler_v2(self.optimizer, sched=cfg.sched, num_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs,
+                                                step_on_epochs=False, updates_per_epoch=self.steps_per_epoch, min_lr=cfg.lr * 0.01,
+                                                warmup_lr=cfg.lr * 0.1)
+        self.counterfactuals = counterfactual_batches(cfg, data, splits, self.train_batches)
+
+    def build_model(self, init: str | None) -> torch.nn.Module:
+        return build_model(replace(self.cfg, init=init), len(self.data.classes)).to(memory_format=torch.channels_last)
+
+    def batches(self, epoch: int):
+        return zip(self.train_batches, self.counterfactuals)
+
+    def loss(self, batch) -> torch.Tensor:
+        (x, y), blanked = batch
+        return classify_loss(self.model, x, y, blanked)
+
+    def after_step(self, update: int) -> None:
+        self.ema.update(self.model, step=update)
+
+    @property
+    def selected(self) -> torch.nn.Module:
+        return self.ema.module
+
+    def resumable(self) -> dict:
+        return {"model": self.model, "ema": self.ema.module, "optimizer": self.optimizer}
+
+    def logits(self, model, part: str) -> tuple[torch.Tensor, torch.Tensor]:
+        batches = datasets.evaluation_batches(self.pixels, self.data.labels, self.splits[part], self.cfg.preprocess, self.mean, self.std)
+        return predict(model, batches)
+
+    def validate(self) -> tuple[dict, float]:
+        logits, labels = self.logits(self.ema.module, "val")
+        f1 = classification_report(logits, labels, self.data.classes)["macro_f1"]
+        return {"val_macro_f1": f1, "val_loss": float(F.cross_entropy(logits, labels))}, f1
+
+    def export(self, model, state) -> Export:
+        """Calibrate on val, score the test split and fit the gate."""
+        cfg, data, splits = self.cfg, self.data, self.splits
+        val_logits, val_labels = self.logits(model, "val")
+        temperature = fit_temperature(val_logits, val_labels)
+        test_logits, test_labels = self.logits(model, "test")
+        gate, gate_stats = fit_gate(model, self.pixels, data.labels, splits, cfg.preprocess, self.mean, self.std)
+        metrics = {
+            "task": "classify",
+            "test": classification_report(test_logits, test_labels, data.classes, temperature),
+            "val": classification_report(val_logits, val_labels, data.classes, temperature),
+            **progress(state),
+            "data": {"path": Path(cfg.data).name, "split": "stratified patient-grouped 80/10/10",
+                     "seed": cfg.seed, "sizes": {k: int(len(v)) for k, v in splits.items()},
+                     "class_counts": {c: int((data.labels == i).sum()) for i, c in enumerate(data.classes)}},
+            "gate": gate_stats,
+            "train_config": asdict(cfg),
+        }
+        body, card_data = model_card(cfg, cfg.run_name, metrics, metrics["data"]["sizes"])
+        config = model_config(cfg, data.classes, temperature, self.mean, self.std)
+        config["cxr_demo"]["gate_threshold"] = gate.threshold
+        summary = {k: metrics["test"][k] for k in ("accuracy", "macro_f1", "macro_precision", "macro_recall", "ece")}
+        return Export(config, metrics, body, card_data, summary, extra_weights=gate.state_dict())
+
+
 def train(cfg: ClassifyConfig) -> Path:
-    name = cfg.name or f"cxr-{cfg.arch}"
-    run_dir = start_run(cfg.runs, name, cfg.seed, cfg.threads)
-
-    data = datasets.read_class_folders(cfg.data)
-    splits = datasets.split_80_10_10(data, seed=cfg.seed)
-    splits["train"] = datasets.take_fraction(splits["train"], data.labels, cfg.fraction, seed=cfg.seed)
-    pixels = datasets.training_pixels(data.paths, cfg.img_size, cfg.crop)
-
-    model = build_model(cfg, len(data.classes)).to(memory_format=torch.channels_last)
-    if cfg.train_last is not None:
-        print(f"training {freeze_all_but_last(model, cfg.train_last):,} parameters (last {cfg.train_last} blocks + head)")
-    mean, std = model.pretrained_cfg["mean"][:1], model.pretrained_cfg["std"][:1]
-    ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True)
-    optimizer = create_optimizer_v2(
-        [p for p in model.parameters() if p.requires_grad], opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay
-    )
-    train_batches = Batches(pixels, data.labels, splits["train"], cfg.batch_size,
-                            train_augment(cfg.img_size, cfg.preprocess, cfg.augment), mean, std, shuffle=True, seed=cfg.seed)
-    steps_per_epoch = min(len(train_batches), cfg.max_steps or len(train_batches))
-    scheduler, _ = create_scheduler_v2(
-        optimizer, sched=cfg.sched, num_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs,
-        step_on_epochs=False, updates_per_epoch=steps_per_epoch, min_lr=cfg.lr * 0.01, warmup_lr=cfg.lr * 0.1,
-    )
-    counterfactuals = counterfactual_batches(cfg, data, splits, train_batches)
-    evaluate_steps = lambda im: apply_steps(im, cfg.preprocess)  # noqa: E731
-    val_batches = Batches(pixels, data.labels, splits["val"], 64, evaluate_steps, mean, std, shuffle=False)
-
-    state = {"epoch": 0, "best_f1": -1.0, "history": []}
-    last = run_dir / "last.pt"
-    if last.exists():
-        saved = torch.load(last, map_location="cpu", weights_only=True)
-        model.load_state_dict(saved["model"])
-        ema.module.load_state_dict(saved["ema"])
-        optimizer.load_state_dict(saved["optimizer"])
-        state = saved["state"]
-        print(f"resuming {name} after epoch {state['epoch']}")
-
-    for epoch in range(state["epoch"], cfg.epochs):
-        model.train()
-        start = time.perf_counter()
-        bar = tqdm(train_batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}")
-        losses = []
-        for step, ((x, y), blanked) in enumerate(zip(bar, counterfactuals)):
-            if step >= steps_per_epoch:
-                break
-            loss = classify_loss(model, x, y, blanked)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step_update(epoch * steps_per_epoch + step + 1)
-            ema.update(model, step=epoch * steps_per_epoch + step)
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
-        minutes = (time.perf_counter() - start) / 60
-        logits, labels = predict_logits(ema.module, val_batches)
-        val = classification_report(logits, labels, data.classes)
-        state["history"].append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_macro_f1": val["macro_f1"],
-                                 "val_loss": float(F.cross_entropy(logits, labels)), "minutes": minutes})
-        print(json.dumps(state["history"][-1]))
-        if val["macro_f1"] >= state["best_f1"]:
-            state["best_f1"] = val["macro_f1"]
-            torch.save(ema.module.state_dict(), run_dir / "best.pt")
-        state["epoch"] = epoch + 1
-        torch.save({"model": model.state_dict(), "ema": ema.module.state_dict(),
-                    "optimizer": optimizer.state_dict(), "state": state}, last)
-        (run_dir / "history.json").write_text(json.dumps(state["history"], indent=2))
-
-    return finish(cfg, name, run_dir, data, splits, pixels, mean, std, state)
-
-
-def finish(cfg, name, run_dir, data, splits, pixels, mean, std, state) -> Path:
-    """Reload the best EMA weights, calibrate on val, score the test split and export."""
-    model = build_model(ClassifyConfig(**{**asdict(cfg), "init": None}), len(data.classes))
-    model.load_state_dict(torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True))
-    model = model.to(memory_format=torch.channels_last)
-    steps = lambda im: apply_steps(im, cfg.preprocess)  # noqa: E731
-    val_logits, val_labels = predict_logits(model, Batches(pixels, data.labels, splits["val"], 64, steps, mean, std, False))
-    temperature = fit_temperature(val_logits, val_labels)
-    test_logits, test_labels = predict_logits(model, Batches(pixels, data.labels, splits["test"], 64, steps, mean, std, False))
-    gate, gate_stats = fit_gate(model, pixels, data.labels, splits, cfg.preprocess, mean, std)
-    minutes = [h["minutes"] for h in state["history"]]
-    metrics = {
-        "task": "classify",
-        "test": classification_report(test_logits, test_labels, data.classes, temperature),
-        "val": classification_report(val_logits, val_labels, data.classes, temperature),
-        "minutes_per_epoch": float(np.median(minutes)) if minutes else 0.0,
-        "epochs": state["epoch"],
-        "history": state["history"],
-        "data": {"path": Path(cfg.data).name, "split": "stratified patient-grouped 80/10/10",
-                 "seed": cfg.seed, "sizes": {k: int(len(v)) for k, v in splits.items()},
-                 "class_counts": {c: int((data.labels == i).sum()) for i, c in enumerate(data.classes)}},
-        "gate": gate_stats,
-        "train_config": asdict(cfg),
-    }
-    body, card_data = model_card(cfg, name, metrics, metrics["data"]["sizes"])
-    config = model_config(cfg, model, data.classes, temperature, mean, std)
-    config["cxr_demo"]["gate_threshold"] = gate.threshold
-    out = export_checkpoint(Path(cfg.out) / name, {**model.state_dict(), **gate.state_dict()}, config, metrics, body, card_data)
-    print(json.dumps({k: metrics["test"][k] for k in ("accuracy", "macro_f1", "macro_precision", "macro_recall", "ece")}))
-    if cfg.push_to_hub:
-        print(push_to_hub(out, cfg.push_to_hub))
-    return out
+    return fit(cfg, ClassifyTrainer)
 
 
 def parse_args(argv=None) -> ClassifyConfig:
     return parse_config(ClassifyConfig, argv, __doc__, required=("data",))
 
 if __name__ == "__main__":
-    train(parse_args())
+    main(ClassifyConfig, ClassifyTrainer, __doc__)

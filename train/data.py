@@ -1,4 +1,4 @@
-"""Dataset readers, seeded splits and a decoded-pixel cache.
+"""Dataset readers, seeded splits, a decoded-pixel cache and the batches every image-level trainer draws from it.
 
 Reads the Kaggle "COVID-19 Radiography Database" layout: `<Class>/images/*.png`.
 """
@@ -11,9 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 from sklearn.model_selection import StratifiedGroupKFold
 from tqdm import tqdm
+
+from cxr_demo.io.preprocess import apply_steps, normalize
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 CACHE_DIR = Path(os.environ.get("CXR_DEMO_CACHE", Path.home() / ".cache" / "cxr-demo"))
@@ -105,7 +108,7 @@ def cached_pixels(paths: list[Path], size: int) -> np.ndarray:
 
 def cached_lungs(paths: list[Path], pixels: np.ndarray, segmenter: str | None = None) -> dict[str, np.ndarray]:
     """The zoo segmenter's lung box (top, left, bottom, right fractions), lung area and 64 px mask for every image,
-    through the app's own `cxr_demo.lungs` path; cached on disk like the pixels."""
+    through the app's own `cxr_demo.intake.lungs` path; cached on disk like the pixels."""
     from cxr_demo import zoo
     from cxr_demo.intake import lungs
 
@@ -152,3 +155,43 @@ def training_pixels(paths: list[Path], size: int, crop: str = "none") -> np.ndar
     if crop != "lungs":
         raise SystemExit(f"--crop must be 'none' or 'lungs', got {crop!r}")
     return lung_crops(pixels, cached_lungs(paths, pixels)["boxes"], size)
+
+
+class Batches:
+    """Shuffled batches straight from the in-memory uint8 cache."""
+
+    def __init__(self, pixels, labels, index, batch_size, transform, mean, std, shuffle, seed=0):
+        self.pixels, self.labels, self.index = pixels, labels, index
+        self.batch_size, self.transform, self.mean, self.std = batch_size, transform, mean, std
+        self.shuffle, self.rng = shuffle, np.random.default_rng(seed)
+
+    def __len__(self):
+        return (len(self.index) + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self):
+        order = self.rng.permutation(self.index) if self.shuffle else self.index
+        for start in range(0, len(order), self.batch_size):
+            chunk = np.sort(order[start:start + self.batch_size])
+            images = torch.from_numpy(np.asarray(self.pixels[chunk]))[:, None]
+            images = torch.stack([self.transform(im) for im in images])
+            x = normalize(images, self.mean, self.std).contiguous(memory_format=torch.channels_last)
+            yield x, torch.from_numpy(self.labels[chunk])
+
+
+def evaluation_batches(pixels, labels, index, steps: str, mean, std) -> Batches:
+    """Batches of 64 in order, with only the inference-time preprocessing."""
+    return Batches(pixels, labels, index, 64, lambda image: apply_steps(image, steps), mean, std, shuffle=False)
+
+
+class Endless:
+    """Batches drawn forever (`None` forever when there are none), to pair with each training batch."""
+
+    def __init__(self, batches: Batches | None):
+        self.batches = batches
+
+    def __iter__(self):
+        while True:
+            if self.batches is None:
+                yield None
+            else:
+                yield from (x for x, _ in self.batches)

@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import json
 import sys
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,28 +33,24 @@ from tqdm import tqdm
 from cxr_demo.io.detector_input import DetectPreprocess, prepare
 from cxr_demo.tasks.detect import demo_warning, run_detector
 from cxr_demo.zoo.detector import ARCHITECTURES, BACKBONES, DetectorSpec, backbone_network, build_detector
-from train.cli import parse_config, start_run
 from train.det_data import Sample, grouped_folds, label_names, load_sample, read_source
-from train.export import export_checkpoint, push_to_hub
+from train.engine import Export, TrainConfig, Trainer, fit, main, progress
 
-DEMO_TRAIN_IMAGES = 200  # below this many training images the model card and the app carry cxr_demo.detect.demo_warning
+DEMO_TRAIN_IMAGES = 200  # below this many training images the model card and the app carry cxr_demo.tasks.detect.demo_warning
 EVAL_SCORE_THRESHOLD = 0.01  # mAP ranks every candidate; torchvision's 0.05 default would cut the recall tail
 
 
-@dataclass
-class DetectConfig:
+@dataclass(kw_only=True)
+class DetectConfig(TrainConfig):
+    """`init`: backbone weights, a .safetensors file, "hub" or None. `preprocess`: "equalize" or "none"."""
     data: list[str] = field(default_factory=list)
     external: list[str] = field(default_factory=list)
     arch: str = "fasterrcnn_mobilenet_v2_fpn"
-    init: str | None = None  # backbone weights: a .safetensors file, "hub" or None
-    name: str | None = None
     labels: list[str] = field(default_factory=list)  # default: every label in the data, sorted
     epochs: int = 30
     lr: float = 3e-4
-    weight_decay: float = 1e-4
     batch_size: int = 4
     img_size: int = 512
-    preprocess: str = "equalize"  # or "none"
     crop_max_cut: float = 0.25  # lung crop limit per side; 0 = no crop
     representation_size: int = 512  # box-head MLP width (torchvision: 1024); halves the checkpoint, speeds the CPU
     trainable_layers: int = 3  # backbone stages trained (torchvision's default for an initialised MobileNet)
@@ -66,14 +61,12 @@ class DetectConfig:
     fold: int = 0
     val_fold: int = -1
     cv_metrics: list[str] = field(default_factory=list)  # metrics.json of the other folds' runs: report the k-fold mean
-    seed: int = 0
     workers: int = 0
     cache: int = 1  # keep prepared training images in memory (1) or prepare them each epoch (0, for big data sets)
-    out: str = "weights"
-    runs: str = "runs"
-    max_steps: int | None = None
-    threads: int | None = None
-    push_to_hub: str | None = None
+
+    @property
+    def run_name(self) -> str:
+        return self.name or f"{self.arch}-fold{self.fold}"
 
 
 def detector_spec(cfg: DetectConfig, labels: list[str]) -> DetectorSpec:
@@ -177,98 +170,85 @@ def split(samples: list[Sample], cfg: DetectConfig) -> dict[str, np.ndarray]:
             "val": np.flatnonzero(folds == cfg.val_fold), "test": np.flatnonzero(folds == cfg.fold)}
 
 
-def train(cfg: DetectConfig) -> Path:
-    name = cfg.name or f"{cfg.arch}-fold{cfg.fold}"
-    run_dir = start_run(cfg.runs, name, cfg.seed, cfg.threads)
-    samples = [s for spec in cfg.data for s in read_source(spec)]
-    labels = cfg.labels or label_names(samples)
-    parts = split(samples, cfg)
-    options = DetectPreprocess(cfg.img_size, cfg.preprocess == "equalize", cfg.crop_max_cut)
-    subset = lambda key: [samples[i] for i in parts[key]]  # noqa: E731
-    generator = torch.Generator()
-    loader = torch.utils.data.DataLoader(BoxDataset(subset("train"), options, labels, augmentation(), bool(cfg.cache)),
-                                         batch_size=cfg.batch_size, shuffle=True, collate_fn=collate,
-                                         num_workers=cfg.workers, generator=generator)
-    model = build_model(cfg, labels)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = min(len(loader), cfg.max_steps or len(loader))
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.1)
-    state = {"epoch": 0, "best_val": -1.0, "history": []}
-    last = run_dir / "last.pt"
-    if last.exists():
-        saved = torch.load(last, map_location="cpu", weights_only=True)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        state = saved["state"]
-        print(f"resuming {name} after epoch {state['epoch']}", flush=True)
-    for epoch in range(state["epoch"], cfg.epochs):
+class DetectTrainer(Trainer):
+    """torchvision's summed detection losses, gradients clipped at norm 10; best.pt on validation mAP@0.5 when there is
+    a validation fold, else the last epoch."""
+
+    max_grad_norm = 10.0
+
+    def __init__(self, cfg: DetectConfig):
+        self.cfg = cfg
+        self.samples = [s for spec in cfg.data for s in read_source(spec)]
+        self.labels = cfg.labels or label_names(self.samples)
+        self.parts = split(self.samples, cfg)
+        self.options = DetectPreprocess(cfg.img_size, cfg.preprocess == "equalize", cfg.crop_max_cut)
+        self.generator = torch.Generator()
+        dataset = BoxDataset(self.subset("train"), self.options, self.labels, augmentation(), bool(cfg.cache))
+        self.train_batches = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate,
+                                                  num_workers=cfg.workers, generator=self.generator)
+        self.model = self.build_model(cfg.init)
+        self.optimizer = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=cfg.lr,
+                                           weight_decay=cfg.weight_decay)
+        self.steps_per_epoch = min(len(self.train_batches), cfg.max_steps or len(self.train_batches))
+        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(self.optimizer, cfg.lr, total_steps=cfg.epochs * self.steps_per_epoch,
+                                                             pct_start=0.1)
+
+    def subset(self, part: str) -> list[Sample]:
+        return [self.samples[i] for i in self.parts[part]]
+
+    def build_model(self, init: str | None) -> torch.nn.Module:
+        return build_model(replace(self.cfg, init=init), self.labels)
+
+    def start_epoch(self, epoch: int) -> None:
         # a resumed run draws the same order and augmentations as an uninterrupted one
-        torch.manual_seed(cfg.seed + epoch)
-        generator.manual_seed(cfg.seed + epoch)
-        model.train()
-        start, losses = time.perf_counter(), []
-        for step, (images, targets) in enumerate(loader):
-            if step >= steps_per_epoch:
-                break
-            loss = sum(model(list(images), list(targets)).values())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.item())
-        row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "minutes": (time.perf_counter() - start) / 60}
-        if len(parts["val"]):
-            row["val"] = score(model, subset("val"), options, labels)
-        state["history"].append(row)
-        print(json.dumps(row), flush=True)
-        if not len(parts["val"]) or row["val"]["map50"] >= state["best_val"]:
-            state["best_val"] = row.get("val", {}).get("map50", -1.0)
-            torch.save(model.state_dict(), run_dir / "best.pt")
-        state["epoch"] = epoch + 1
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "state": state}, last)
-    return finish(cfg, name, run_dir, samples, parts, labels, options, state)
+        torch.manual_seed(self.cfg.seed + epoch)
+        self.generator.manual_seed(self.cfg.seed + epoch)
+        self.model.train()
+
+    def loss(self, batch) -> torch.Tensor:
+        images, targets = batch
+        return sum(self.model(list(images), list(targets)).values())
+
+    def score(self, model, part: str) -> dict | None:
+        return score(model, self.subset(part), self.options, self.labels) if len(self.parts[part]) else None
+
+    def validate(self) -> tuple[dict, float]:
+        val = self.score(self.model, "val")
+        return ({"val": val}, val["map50"]) if val else ({}, -1.0)
+
+    def export(self, model, state) -> Export:
+        cfg, samples, parts = self.cfg, self.samples, self.parts
+        n_train = len(parts["train"])
+        test = self.score(model, "test")
+        metrics = {
+            "task": "detect",
+            "test": test,
+            "val": self.score(model, "val"),
+            "external": {spec: score(model, read_source(spec), self.options, self.labels) for spec in cfg.external},
+            "cross_validation": cross_validation(test, cfg.cv_metrics) if cfg.cv_metrics else None,
+            **progress(state),
+            "data": {"sources": cfg.data, "split": f"GroupKFold({cfg.folds}) by patient, seed {cfg.seed}: fold {cfg.fold} held out"
+                     + (f", fold {cfg.val_fold} validation" if len(parts["val"]) else ", no validation (last epoch kept)"),
+                     "sizes": {k: int(len(v)) for k, v in parts.items()},
+                     "boxes": {k: sum(len(samples[i].boxes) for i in v) for k, v in parts.items()},
+                     "held_out": [samples[i].image.name for i in parts["test"]]},
+            "train_config": asdict(cfg),
+        }
+        config = {
+            "architecture": cfg.arch, "label_names": self.labels, "detector": detector_spec(cfg, self.labels).to_dict(),
+            "pretrained_cfg": {"input_size": [3, cfg.img_size, cfg.img_size], "mean": list(model.transform.image_mean),
+                               "std": list(model.transform.image_std)},
+            "cxr_demo": {"task": "detect", "preprocess": cfg.preprocess, "crop_max_cut": cfg.crop_max_cut,
+                         "demo": n_train < DEMO_TRAIN_IMAGES, "train_images": n_train},
+        }
+        card_data = ModelCardData(license="other", library_name="torchvision", pipeline_tag="object-detection",
+                                  tags=["chest-x-ray", "cxr-demo", "not-a-medical-device", "faster-rcnn"])
+        return Export(config, metrics, model_card(cfg, cfg.run_name, metrics, self.labels), card_data,
+                      summary={"test": metrics["test"], "val": metrics["val"], "external": metrics["external"]})
 
 
-def finish(cfg, name, run_dir, samples, parts, labels, options, state) -> Path:
-    model = build_model(DetectConfig(**{**asdict(cfg), "init": None}), labels)
-    model.load_state_dict(torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True))
-    subset = lambda key: [samples[i] for i in parts[key]]  # noqa: E731
-    n_train = len(parts["train"])
-    metrics_test = score(model, subset("test"), options, labels) if len(parts["test"]) else None
-    metrics = {
-        "task": "detect",
-        "test": metrics_test,
-        "val": score(model, subset("val"), options, labels) if len(parts["val"]) else None,
-        "external": {spec: score(model, read_source(spec), options, labels) for spec in cfg.external},
-        "cross_validation": cross_validation(metrics_test, cfg.cv_metrics) if cfg.cv_metrics else None,
-        "minutes_per_epoch": float(np.median([h["minutes"] for h in state["history"]])) if state["history"] else 0.0,
-        "epochs": state["epoch"],
-        "history": state["history"],
-        "data": {"sources": cfg.data, "split": f"GroupKFold({cfg.folds}) by patient, seed {cfg.seed}: fold {cfg.fold} held out"
-                 + (f", fold {cfg.val_fold} validation" if len(parts["val"]) else ", no validation (last epoch kept)"),
-                 "sizes": {k: int(len(v)) for k, v in parts.items()},
-                 "boxes": {k: sum(len(samples[i].boxes) for i in v) for k, v in parts.items()},
-                 "held_out": [samples[i].image.name for i in parts["test"]]},
-        "train_config": asdict(cfg),
-    }
-    detector = detector_spec(cfg, labels)
-    config = {
-        "architecture": cfg.arch, "label_names": labels, "detector": detector.to_dict(),
-        "pretrained_cfg": {"input_size": [3, cfg.img_size, cfg.img_size], "mean": list(model.transform.image_mean),
-                           "std": list(model.transform.image_std)},
-        "cxr_demo": {"task": "detect", "preprocess": cfg.preprocess, "crop_max_cut": cfg.crop_max_cut,
-                     "demo": n_train < DEMO_TRAIN_IMAGES, "train_images": n_train},
-    }
-    out = export_checkpoint(Path(cfg.out) / name, model.state_dict(), config, metrics, model_card(cfg, name, metrics, labels),
-                            ModelCardData(license="other", library_name="torchvision", pipeline_tag="object-detection",
-                                          tags=["chest-x-ray", "cxr-demo", "not-a-medical-device", "faster-rcnn"]))
-    print(json.dumps({"test": metrics["test"], "val": metrics["val"], "external": metrics["external"]}), flush=True)
-    if cfg.push_to_hub:
-        print(push_to_hub(out, cfg.push_to_hub))
-    return out
+def train(cfg: DetectConfig) -> Path:
+    return fit(cfg, DetectTrainer)
 
 
 def cross_validation(own: dict | None, others: list[str]) -> dict:
@@ -324,8 +304,8 @@ def evaluate_detector(model_name: str, data_dir: Path, only_held_out: bool = Fal
     """mAP of a zoo detector on a detection folder (any `--data` form), through the app's own predictor.
     `only_held_out` keeps the images the model's metrics.json lists as held out (its training data is the rest)."""
     from cxr_demo import zoo
-    from cxr_demo.tasks import detect
     from cxr_demo.io import read_xray
+    from cxr_demo.tasks import detect
 
     samples = read_source(str(data_dir))
     if only_held_out:
@@ -348,9 +328,6 @@ def evaluate_detector(model_name: str, data_dir: Path, only_held_out: bool = Fal
             "map50": float(result["map_50"]), "map": float(result["map"])}
 
 
-def parse_args(argv=None) -> DetectConfig:
-    return parse_config(DetectConfig, argv, __doc__, required=("data",))
-
 
 if __name__ == "__main__":
-    train(parse_args())
+    main(DetectConfig, DetectTrainer, __doc__, required=("data",))

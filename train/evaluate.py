@@ -15,29 +15,26 @@ check refuses or flags, unreadable files included.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm import tqdm
 
 from cxr_demo import zoo
-from cxr_demo.tasks import classify
 from cxr_demo.intake import intake
-from cxr_demo.io import InvalidImage, XRay, read_xray
 from cxr_demo.intake.lungs import Lungs, blank_lungs
+from cxr_demo.io import InvalidImage, XRay, read_xray
 from cxr_demo.io.preprocess import upsample_to
-from PIL import Image
-from train import data as datasets
+from cxr_demo.tasks import classify
 from cxr_demo.tasks.metrics import classification_report
-
-TASKS = ("classify", "zeroshot", "segment", "detect", "check")
-# a multi-task model is scored as a classifier or as a segmenter
-SERVES = {"classify": {"classify", "multitask"}, "segment": {"segment", "multitask"}}
+from train import data as datasets
+from train.cli import parse_config, usage_error
 
 
 def image_paths(data_dir: Path) -> list[Path]:
@@ -107,6 +104,11 @@ def labelled_folders(data_dir: Path, labels: list[str]) -> list[str] | None:
     return folders if folders and all(f in labels for f in folders) else None
 
 
+def split_part(data: datasets.LabelledImages, split: str, seed: int) -> datasets.LabelledImages:
+    """One part of the seeded 80/10/10 training split, or everything for "all"."""
+    return data if split == "all" else data.subset(datasets.split_80_10_10(data, seed)[split])
+
+
 def evaluate_classifier(model_name: str, data_dir: Path, split: str, seed: int, lungs_removed: bool = False, cam: bool = False) -> dict:
     loaded = zoo.load(model_name)
     labels = list(loaded.config.get("label_names") or loaded.spec.labels)
@@ -114,9 +116,7 @@ def evaluate_classifier(model_name: str, data_dir: Path, split: str, seed: int, 
     folders = labelled_folders(data_dir, labels)
     if folders is None:
         return predicted_distribution(model_name, data_dir, labels, temperature, lungs_removed)
-    data = datasets.read_class_folders(data_dir, folders)
-    index = np.arange(len(data)) if split == "all" else datasets.split_80_10_10(data, seed)[split]
-    data = data.subset(index)
+    data = split_part(datasets.read_class_folders(data_dir, folders), split, seed)
     seen = run_classifier(model_name, data.paths, lungs_removed, cam)
     targets = torch.tensor([labels.index(data.classes[data.labels[i]]) for i in seen.kept])
     report = classification_report(torch.stack(seen.logits), targets, labels, temperature)
@@ -173,9 +173,7 @@ def evaluate_zeroshot(loaded: zoo.Loaded, paths: list[Path], labels: list[str], 
 
 
 def evaluate_zeroshot_folder(model_name: str, data_dir: Path, split: str, seed: int, prompts: str) -> dict:
-    data = datasets.read_class_folders(data_dir)
-    index = np.arange(len(data)) if split == "all" else datasets.split_80_10_10(data, seed)[split]
-    data = data.subset(index)
+    data = split_part(datasets.read_class_folders(data_dir), split, seed)
     reports = evaluate_zeroshot(zoo.load(model_name), data.paths, [data.classes[i] for i in data.labels],
                                 None if prompts == "all" else [prompts])
     headline = "clinical" if prompts == "all" else prompts
@@ -209,51 +207,47 @@ def print_summary(result: dict) -> None:
         print(f"{result['model']} on {result['data']} (unlabelled, n={result['n']}): predicted {result['predicted']}")
 
 
+@dataclass
+class EvaluateConfig:
+    data: Path
+    model: str | None = field(default=None, metadata={"help": "zoo model name (default: the zoo's default for --task)"})
+    task: str = field(default="classify", metadata={"choices": tuple(zoo.TASKS), "help": "a task of the task table"})
+    split: Literal["all", "train", "val", "test"] = field(default="all", metadata={"help": "the seeded 80/10/10 split's part of --data"})
+    seed: int = 0
+    prompts: str | None = field(default=None, metadata={"help": "prompt preset for --task zeroshot (default clinical; 'all' scores every preset)"})
+    held_out: bool = field(default=False, metadata={"help": "detect: only the images the model's metrics.json lists as held out"})
+    masks: str = field(default="masks", metadata={"help": "mask folder name beside images/ (segment), e.g. 'lung masks'"})
+    lungs_removed: bool = field(default=False, metadata={"help": "classify: blank the lungs first: what is left is the shortcut"})
+    heatmap_share: bool = field(default=False, metadata={"help": "classify: also report the GradCAM mass inside the lung mask"})
+    json: bool = field(default=False, metadata={"help": "end with one JSON line (always printed; kept for scripts)"})
+
+
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, type=Path)
-    parser.add_argument("--model", help="zoo model name (default: the zoo's default for --task)")
-    parser.add_argument("--task", choices=TASKS, default="classify")
-    parser.add_argument("--split", choices=("all", "train", "val", "test"), default="all",
-                        help="evaluate the seeded 80/10/10 split's part of --data (the training split)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--prompts", help="prompt preset for --task zeroshot (default clinical; 'all' scores every preset)")
-    parser.add_argument("--held-out", action="store_true", help="detect: only the images the model's metrics.json lists as held out")
-    parser.add_argument("--masks", default="masks", help="mask folder name beside images/ (segment), e.g. 'lung masks'")
-    parser.add_argument("--lungs-removed", action="store_true",
-                        help="classify: blank the (dilated) lungs with the film's median grey first: what is left is the shortcut")
-    parser.add_argument("--heatmap-share", action="store_true", help="classify: also report the GradCAM mass inside the lung mask")
-    parser.add_argument("--json", action="store_true", help="end with one JSON line (always printed; kept for scripts)")
-    args = parser.parse_args(argv)
+    args = parse_config(EvaluateConfig, argv, __doc__)
     if not (args.data.is_dir() or (args.task == "segment" and args.data.suffix == ".csv" and args.data.is_file())):
-        parser.error(f"--data {args.data} is not a folder" + (" or a pairs.csv" if args.task == "segment" else ""))
+        usage_error(f"--data {args.data} is not a folder" + (" or a pairs.csv" if args.task == "segment" else ""))
     try:
-        if args.task == "check":
-            result = evaluate_check(args.data)
-            print_summary(result)
-            print(json.dumps(result))
-            return result
-        model = args.model or zoo.default(args.task).name
-        model_task = zoo.get(model).task
-        if model_task not in SERVES.get(args.task, {args.task}):
-            parser.error(f"{model} is a {model_task} model; pass --task {'segment' if model_task == 'multitask' else model_task}")
-        if args.task == "classify":
-            result = evaluate_classifier(model, args.data, args.split, args.seed, args.lungs_removed, args.heatmap_share)
-        elif args.task == "zeroshot":
-            result = evaluate_zeroshot_folder(model, args.data, args.split, args.seed, args.prompts or "clinical")
-        elif args.task == "detect":
-            from train.detect import evaluate_detector
-            result = evaluate_detector(model, args.data, only_held_out=args.held_out)
-        elif args.task == "segment":
-            result = evaluate_segmenter(model, args.data, args.masks)
-        else:
-            parser.error(f"--task {args.task}: no evaluator yet")
+        result = evaluate_check(args.data) if args.task == "check" else evaluate_model(args)
     except (zoo.UnknownModel, zoo.ModelUnavailable) as error:
-        parser.exit(2, f"error: {error}\n")
+        usage_error(str(error))
     print_summary(result)
     print(json.dumps(result))
     return result
 
+
+def evaluate_model(args: EvaluateConfig) -> dict:
+    model = args.model or zoo.default(args.task).name
+    model_task = zoo.get(model).task
+    if model_task not in zoo.TASKS[args.task].kinds:  # a multi-task model is scored as a classifier or as a segmenter
+        usage_error(f"{model} is a {model_task} model; pass --task {' or --task '.join(zoo.task_table.tasks_served_by(model_task))}")
+    if args.task == "classify":
+        return evaluate_classifier(model, args.data, args.split, args.seed, args.lungs_removed, args.heatmap_share)
+    if args.task == "zeroshot":
+        return evaluate_zeroshot_folder(model, args.data, args.split, args.seed, args.prompts or "clinical")
+    if args.task == "detect":
+        from train.detect import evaluate_detector
+        return evaluate_detector(model, args.data, only_held_out=args.held_out)
+    return evaluate_segmenter(model, args.data, args.masks)
 
 if __name__ == "__main__":
     main()

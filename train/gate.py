@@ -6,8 +6,8 @@
 """
 from __future__ import annotations
 
-import argparse
 import json
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -16,14 +16,13 @@ from tqdm import tqdm
 
 from cxr_demo import zoo
 from cxr_demo.zoo.gate import FeatureGate, capture_pre_logits, split_state
-from cxr_demo.io.preprocess import apply_steps
 from train import data as datasets
+from train.cli import parse_config
 
 
 @torch.inference_mode()
 def pooled_features(model: torch.nn.Module, batches) -> torch.Tensor:
     model.eval()
-    chunks = []
     with capture_pre_logits(model) as captured:
         for x, _ in tqdm(batches, desc="features", leave=False):
             model(x)
@@ -31,23 +30,23 @@ def pooled_features(model: torch.nn.Module, batches) -> torch.Tensor:
     return torch.cat(chunks)
 
 
-def fit_gate(model, pixels, labels, splits, steps: str, mean, std) -> tuple[FeatureGate, dict]:
-    from train.classify import Batches  # local import: train.classify imports this module
+@dataclass
+class GateConfig:
+    model: str
+    data: str
+    seed: int = 0
 
-    evaluate = lambda im: apply_steps(im, steps)  # noqa: E731
-    train_features = pooled_features(model, Batches(pixels, labels, splits["train"], 64, evaluate, mean, std, False))
-    val_features = pooled_features(model, Batches(pixels, labels, splits["val"], 64, evaluate, mean, std, False))
+
+def fit_gate(model, pixels, labels, splits, steps: str, mean, std) -> tuple[FeatureGate, dict]:
+    train_features = pooled_features(model, datasets.evaluation_batches(pixels, labels, splits["train"], steps, mean, std))
+    val_features = pooled_features(model, datasets.evaluation_batches(pixels, labels, splits["val"], steps, mean, std))
     gate = FeatureGate.fit(train_features, val_features)
     flagged = float((gate.score(val_features) > gate.threshold).float().mean())
     return gate, {"threshold": round(gate.threshold, 4), "val_flagged": round(flagged, 4)}
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    args = parse_config(GateConfig, argv, __doc__)
     loaded = zoo.load(args.model)
     data = datasets.read_class_folders(args.data)
     splits = datasets.split_80_10_10(data, seed=args.seed)

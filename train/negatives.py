@@ -17,14 +17,13 @@ Write the held-out measurement suite:
 """
 from __future__ import annotations
 
-import argparse
 import gzip
 import importlib.util
 import re
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache, lru_cache, partial
 from pathlib import Path
 
@@ -34,6 +33,8 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps
 from pydicom.data import get_testdata_file
 from pydicom.pixels import apply_color_lut, apply_modality_lut
 from tqdm import tqdm
+
+from train.cli import parse_config
 
 NON_CXR_KINDS = ("photo", "document", "screenshot", "noise", "ct", "mr", "other_medical")
 SPLITS = ("train", "suite")
@@ -749,12 +750,17 @@ def _ui_buttons(c: _Canvas, flow: _Flow) -> bool:
     return True
 
 
-def _ui_chart(c: _Canvas, flow: _Flow) -> bool:
-    height = round(c.size * c.rng.uniform(6, 14))
+def _place_block(c: _Canvas, flow: _Flow, low: float, high: float) -> tuple[int, int, int] | None:
+    """(x, y, height) of a block `low`..`high` text sizes high at the flow's next spot; None when the page is full."""
+    height = round(c.size * c.rng.uniform(low, high))
     spot = flow.place(height)
-    if spot is None:
+    return None if spot is None else (*spot, height)
+
+
+def _ui_chart(c: _Canvas, flow: _Flow) -> bool:
+    if (block := _place_block(c, flow, 6, 14)) is None:
         return False
-    (x, y), width = spot, flow.column_width * c.rng.uniform(0.5, 1.0)
+    (x, y, height), width = block, flow.column_width * c.rng.uniform(0.5, 1.0)
     values = c.rng.uniform(0.1, 1.0, int(c.rng.integers(4, 20)))
     step, base = width / len(values), y + height
     c.draw.line((x, base, x + width, base), fill=c.shades["text"])
@@ -785,12 +791,11 @@ def _ui_rows(c: _Canvas, flow: _Flow) -> bool:
 
 def _ui_picture(c: _Canvas, flow: _Flow) -> bool:
     """An embedded picture, so an image-like region inside a window still reads as a screenshot."""
-    height = round(c.size * c.rng.uniform(5, 12))
-    spot = flow.place(height)
-    if spot is None:
+    if (block := _place_block(c, flow, 5, 12)) is None:
         return False
+    x, y, height = block
     width = max(8, round(flow.column_width * c.rng.uniform(0.3, 0.8)))
-    c.image.paste(Image.fromarray(_to_uint8(_smooth_noise(c.rng, height, width))), spot)
+    c.image.paste(Image.fromarray(_to_uint8(_smooth_noise(c.rng, height, width))), (x, y))
     return True
 
 
@@ -848,13 +853,16 @@ def _unique(folder: Path, stem: str, used: set[Path]) -> Path:
     return target
 
 
+@dataclass
+class SuiteConfig:
+    out: Path = field(metadata={"help": "folder for non-cxr/ and misoriented/"})
+    n: int = field(default=300, metadata={"help": "number of non-CXR images (balanced across kinds)"})
+    cxr_dir: list[Path] = field(default_factory=list, metadata={"help": "upright CXRs to mis-orient"})
+    seed: int = 0
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, type=Path, help="folder for non-cxr/ and misoriented/")
-    parser.add_argument("--n", type=int, default=300, help="number of non-CXR images (balanced across kinds)")
-    parser.add_argument("--cxr-dir", type=Path, nargs="+", action="extend", default=[], help="upright CXRs to mis-orient")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    args = parse_config(SuiteConfig, argv, __doc__.splitlines()[0])
     kinds = _write_non_cxr(args.out / "non-cxr", args.n, args.seed)
     labels = _write_misoriented(args.out / "misoriented", args.cxr_dir) if args.cxr_dir else Counter()
     for name, count in [(f"non-cxr/{kind}", kinds[kind]) for kind in NON_CXR_KINDS] + [

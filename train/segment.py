@@ -10,9 +10,7 @@ images from other hospitals, to measure generalisation.
 """
 from __future__ import annotations
 
-import json
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,35 +23,28 @@ from torchvision.transforms import v2
 from tqdm import tqdm
 
 from cxr_demo.io.preprocess import apply_steps, normalize
-from train.cli import parse_config, start_run
-from train.export import export_checkpoint, push_to_hub
+from train.engine import Export, TrainConfig, Trainer, fit, main, progress
 from train.seg_data import Pair, load_pair, read_image_mask_folder, read_pairs_csv, read_siim_rle
 
 ARCHITECTURES = ("unet", "unetplusplus", "manet", "fpn", "pspnet", "pan", "deeplabv3", "deeplabv3plus")
 MEAN, STD = (0.5,), (0.5,)
 
 
-@dataclass
-class SegmentConfig:
+@dataclass(kw_only=True)
+class SegmentConfig(TrainConfig):
+    """`init` is the encoder's: a .safetensors file, "hub" (smp's imagenet download) or None."""
     data: list[str] = field(default_factory=list)
     external: list[str] = field(default_factory=list)
     arch: str = "unet"
     encoder: str = "mobilenet_v2"
-    init: str | None = None  # encoder weights: a .safetensors file, "hub" (smp's imagenet download) or None
-    name: str | None = None
     label: str = "lung"
-    epochs: int = 60
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
     batch_size: int = 8
+    epochs: int = 60
     img_size: int = 256
-    preprocess: str = "equalize"
-    seed: int = 0
-    out: str = "weights"
-    runs: str = "runs"
-    max_steps: int | None = None
-    threads: int | None = None
-    push_to_hub: str | None = None
+
+    @property
+    def run_name(self) -> str:
+        return self.name or f"{self.label}-{self.arch}-{self.encoder}"
 
 
 def read_source(spec: str) -> list[Pair]:
@@ -133,14 +124,21 @@ def dice_iou(logits: torch.Tensor, target: torch.Tensor) -> dict:
             "iou": float(smp.metrics.iou_score(tp, fp, fn, tn, reduction="micro-imagewise")), "n": int(target.shape[0])}
 
 
+def score_masks(model, images: torch.Tensor, masks: torch.Tensor, steps: str) -> dict:
+    return dice_iou(predict_logits(model, images, steps), masks)
+
+
 @torch.inference_mode()
-def predict_logits(model, images, steps: str, batch_size: int = 8) -> torch.Tensor:
+def predict_logits(model, images, steps: str, batch_size: int = 8) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Mask logits; (mask logits, class logits) from a model with a classification head."""
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):
         x = normalize(apply_steps(images[start:start + batch_size], steps), MEAN, STD).contiguous(memory_format=torch.channels_last)
-        out.append(model(x).float())
-    return torch.cat(out)
+        out.append(model(x))
+    if isinstance(out[0], tuple):
+        return tuple(torch.cat([o[i].float() for o in out]) for i in range(len(out[0])))
+    return torch.cat([o.float() for o in out])
 
 
 def split_index(n: int, seed: int) -> dict[str, np.ndarray]:
@@ -149,81 +147,66 @@ def split_index(n: int, seed: int) -> dict[str, np.ndarray]:
     return {"test": np.sort(order[:n_test]), "val": np.sort(order[n_test:n_test + n_val]), "train": np.sort(order[n_test + n_val:])}
 
 
+class SegmentTrainer(Trainer):
+    """Dice + BCE on a seeded 80/10/10 split of the pairs; best.pt on validation Dice."""
+
+    def __init__(self, cfg: SegmentConfig):
+        self.cfg = cfg
+        self.pairs = [p for spec in cfg.data for p in read_source(spec)]
+        self.images, self.masks = as_tensors(self.pairs, cfg.img_size)
+        self.splits = split_index(len(self.pairs), cfg.seed)
+        self.model = self.build_model(cfg.init)
+        self.dice_loss, self.bce = smp.losses.DiceLoss("binary"), smp.losses.SoftBCEWithLogitsLoss()
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.steps_per_epoch = min(-(-len(self.splits["train"]) // cfg.batch_size), cfg.max_steps or 10**9)
+        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(self.optimizer, cfg.lr, total_steps=cfg.epochs * self.steps_per_epoch,
+                                                             pct_start=0.1)
+        self.augment, self.rng = joint_augment(cfg.img_size, cfg.preprocess), np.random.default_rng(cfg.seed)
+
+    def build_model(self, init: str | None) -> torch.nn.Module:
+        return build_model(replace(self.cfg, init=init)).to(memory_format=torch.channels_last)
+
+    def batches(self, epoch: int):
+        return batches(self.images, self.masks, self.splits["train"], self.cfg.batch_size, self.augment, True, self.rng)
+
+    def loss(self, batch) -> torch.Tensor:
+        x, y = batch
+        logits = self.model(x)
+        return self.dice_loss(logits, y) + self.bce(logits, y)
+
+    def score(self, model, part: str) -> dict:
+        index = self.splits[part]
+        return score_masks(model, self.images[index], self.masks[index], self.cfg.preprocess)
+
+    def validate(self) -> tuple[dict, float]:
+        dice = self.score(self.model, "val")["dice"]
+        return {"val_dice": dice}, dice
+
+    def export(self, model, state) -> Export:
+        cfg = self.cfg
+        metrics = {
+            "task": "segment",
+            "test": self.score(model, "test"),
+            "val": self.score(model, "val"),
+            "external": {spec: score_masks(model, *as_tensors(read_source(spec), cfg.img_size), cfg.preprocess) for spec in cfg.external},
+            **progress(state),
+            "data": {"sources": cfg.data, "split": "seeded random 80/10/10", "seed": cfg.seed,
+                     "sizes": {k: int(len(v)) for k, v in self.splits.items()}},
+            "train_config": asdict(cfg),
+        }
+        config = {
+            "architecture": cfg.arch, "encoder_name": cfg.encoder, "in_channels": 1, "classes": 1, "label_names": [cfg.label],
+            "pretrained_cfg": {"input_size": [1, cfg.img_size, cfg.img_size], "mean": list(MEAN), "std": list(STD)},
+            "cxr_demo": {"task": "segment", "preprocess": cfg.preprocess, "threshold": 0.5},
+        }
+        card_data = ModelCardData(license="cc-by-nc-sa-4.0", library_name="segmentation-models-pytorch",
+                                  pipeline_tag="image-segmentation", tags=["chest-x-ray", "cxr-demo", "not-a-medical-device"])
+        return Export(config, metrics, model_card(cfg, cfg.run_name, metrics), card_data,
+                      summary={"test": metrics["test"], "external": metrics["external"]})
+
+
 def train(cfg: SegmentConfig) -> Path:
-    name = cfg.name or f"{cfg.label}-{cfg.arch}-{cfg.encoder}"
-    run_dir = start_run(cfg.runs, name, cfg.seed, cfg.threads)
-    pairs = [p for spec in cfg.data for p in read_source(spec)]
-    images, masks = as_tensors(pairs, cfg.img_size)
-    splits = split_index(len(pairs), cfg.seed)
-    model = build_model(cfg).to(memory_format=torch.channels_last)
-    dice_loss, bce = smp.losses.DiceLoss("binary"), smp.losses.SoftBCEWithLogitsLoss()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = min(-(-len(splits["train"]) // cfg.batch_size), cfg.max_steps or 10**9)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.1)
-    augment, rng = joint_augment(cfg.img_size, cfg.preprocess), np.random.default_rng(cfg.seed)
-    state = {"epoch": 0, "best_dice": -1.0, "history": []}
-    last = run_dir / "last.pt"
-    if last.exists():
-        saved = torch.load(last, map_location="cpu", weights_only=True)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        state = saved["state"]
-        print(f"resuming {name} after epoch {state['epoch']}")
-    for epoch in range(state["epoch"], cfg.epochs):
-        model.train()
-        start, losses = time.perf_counter(), []
-        for step, (x, y) in enumerate(batches(images, masks, splits["train"], cfg.batch_size, augment, True, rng)):
-            if step >= steps_per_epoch:
-                break
-            logits = model(x)
-            loss = dice_loss(logits, y) + bce(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.item())
-        minutes = (time.perf_counter() - start) / 60
-        val = dice_iou(predict_logits(model, images[splits["val"]], cfg.preprocess), masks[splits["val"]])
-        state["history"].append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_dice": val["dice"], "minutes": minutes})
-        print(json.dumps(state["history"][-1]), flush=True)
-        if val["dice"] >= state["best_dice"]:
-            state["best_dice"] = val["dice"]
-            torch.save(model.state_dict(), run_dir / "best.pt")
-        state["epoch"] = epoch + 1
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "state": state}, last)
-    return finish(cfg, name, run_dir, images, masks, splits, state)
-
-
-def finish(cfg, name, run_dir, images, masks, splits, state) -> Path:
-    model = build_model(SegmentConfig(**{**asdict(cfg), "init": None}))
-    model.load_state_dict(torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True))
-    model = model.to(memory_format=torch.channels_last)
-    score = lambda ims, ms: dice_iou(predict_logits(model, ims, cfg.preprocess), ms)  # noqa: E731
-    metrics = {
-        "task": "segment",
-        "test": score(images[splits["test"]], masks[splits["test"]]),
-        "val": score(images[splits["val"]], masks[splits["val"]]),
-        "external": {spec: score(*as_tensors(read_source(spec), cfg.img_size)) for spec in cfg.external},
-        "minutes_per_epoch": float(np.median([h["minutes"] for h in state["history"]])) if state["history"] else 0.0,
-        "epochs": state["epoch"],
-        "history": state["history"],
-        "data": {"sources": cfg.data, "split": "seeded random 80/10/10", "seed": cfg.seed, "sizes": {k: int(len(v)) for k, v in splits.items()}},
-        "train_config": asdict(cfg),
-    }
-    config = {
-        "architecture": cfg.arch, "encoder_name": cfg.encoder, "in_channels": 1, "classes": 1, "label_names": [cfg.label],
-        "pretrained_cfg": {"input_size": [1, cfg.img_size, cfg.img_size], "mean": list(MEAN), "std": list(STD)},
-        "cxr_demo": {"task": "segment", "preprocess": cfg.preprocess, "threshold": 0.5},
-    }
-    out = export_checkpoint(Path(cfg.out) / name, model.state_dict(), config, metrics, model_card(cfg, name, metrics),
-                            ModelCardData(license="cc-by-nc-sa-4.0", library_name="segmentation-models-pytorch",
-                                          pipeline_tag="image-segmentation", tags=["chest-x-ray", "cxr-demo", "not-a-medical-device"]))
-    print(json.dumps({"test": metrics["test"], "external": metrics["external"]}))
-    if cfg.push_to_hub:
-        print(push_to_hub(out, cfg.push_to_hub))
-    return out
+    return fit(cfg, SegmentTrainer)
 
 
 def model_card(cfg: SegmentConfig, name: str, metrics: dict) -> str:
@@ -256,8 +239,5 @@ border, and images with unusual framing. Not for clinical measurement.
 """
 
 
-def parse_args(argv=None) -> SegmentConfig:
-    return parse_config(SegmentConfig, argv, __doc__, required=("data",))
-
 if __name__ == "__main__":
-    train(parse_args())
+    main(SegmentConfig, SegmentTrainer, __doc__, required=("data",))

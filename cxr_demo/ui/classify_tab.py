@@ -10,16 +10,8 @@ from cxr_demo.io import XRay
 from cxr_demo.render import display_pixels, gray_to_rgb_uint8, heatmap_overlay, outline_box, with_colour_scale
 from cxr_demo.tasks import classify
 from cxr_demo.tasks.cam import METHODS, SLOW_METHODS
-from cxr_demo.ui.common import (
-    analyse_anyway_box,
-    load_checked,
-    model_choices,
-    notes_markdown,
-    run_on_upload,
-    unreliable,
-    upload_panel,
-    user_errors,
-)
+from cxr_demo.ui.common import (analyse_anyway_box, load_checked, model_choices, notes_markdown, run_on_upload, unreliable, upload_panel,
+                                user_errors)
 
 TOP_PREDICTION = "Top prediction"
 SCORECAM_SECONDS = 12  # the default classifier: 320 masked passes, 12.3 s measured on the 2-core machine (28 s before)

@@ -10,15 +10,7 @@ from cxr_demo.reports import leaderboard
 from cxr_demo.tasks import compare
 from cxr_demo.tasks.cam import METHODS
 from cxr_demo.tasks.zeroshot import PRESETS
-from cxr_demo.ui.common import (
-    analyse_anyway_box,
-    load_checked,
-    model_choices,
-    notes_markdown,
-    run_on_upload,
-    upload_panel,
-    user_errors,
-)
+from cxr_demo.ui.common import analyse_anyway_box, load_checked, model_choices, notes_markdown, run_on_upload, upload_panel, user_errors
 from cxr_demo.zoo.runtime import release_memory
 
 

@@ -7,16 +7,8 @@ import gradio as gr
 from cxr_demo import zoo
 from cxr_demo.render.boxes import draw_boxes
 from cxr_demo.tasks import detect
-from cxr_demo.ui.common import (
-    analyse_anyway_box,
-    load_checked,
-    model_choices,
-    notes_markdown,
-    run_on_upload,
-    upload_panel,
-    upload_path,
-    user_errors,
-)
+from cxr_demo.ui.common import (analyse_anyway_box, load_checked, model_choices, notes_markdown, run_on_upload, upload_panel, upload_path,
+                                user_errors)
 
 BOX_HEADERS = ["box", "label", "score", "x0", "y0", "x1", "y1", "best IoU"]
 FOUND_IOU = 0.5  # the usual detection criterion: a ground-truth box counts as found at IoU 0.5 or more

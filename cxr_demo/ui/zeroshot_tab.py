@@ -9,16 +9,8 @@ from cxr_demo import zoo
 from cxr_demo.io import examples
 from cxr_demo.tasks import zeroshot
 from cxr_demo.tasks.zeroshot import PRESETS, LabelledSample, PromptSet
-from cxr_demo.ui.common import (
-    analyse_anyway_box,
-    load_checked,
-    model_choices,
-    notes_markdown,
-    run_on_upload,
-    unreliable,
-    upload_panel,
-    user_errors,
-)
+from cxr_demo.ui.common import (analyse_anyway_box, load_checked, model_choices, notes_markdown, run_on_upload, unreliable, upload_panel,
+                                user_errors)
 
 CUSTOM = "custom (the prompts above)"
 SAMPLE_DIR = examples.EXAMPLES_DIR / "zeroshot-sample"
