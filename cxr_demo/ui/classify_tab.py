@@ -7,7 +7,7 @@ from cxr_demo import zoo
 from cxr_demo.intake import Intake
 from cxr_demo.intake.lungs import FULL_FILM, blank_lungs
 from cxr_demo.io import XRay
-from cxr_demo.render import display_pixels, gray_to_rgb_uint8, heatmap_overlay, outline_box, with_colour_scale
+from cxr_demo.render.overlays import display_pixels, gray_to_rgb_uint8, heatmap_overlay, outline_box, with_colour_scale
 from cxr_demo.tasks import classify
 from cxr_demo.tasks.cam import METHODS, SLOW_METHODS
 from cxr_demo.ui.common import (analyse_anyway_box, load_checked, model_choices, notes_markdown, run_on_upload, unreliable, upload_panel,

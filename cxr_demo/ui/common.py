@@ -12,7 +12,7 @@ from cxr_demo import NOT_A_MEDICAL_DEVICE, zoo
 from cxr_demo.intake import Intake, admit, intake
 from cxr_demo.intake.check import InputRefused
 from cxr_demo.io import InvalidImage, XRay, examples, read_xray
-from cxr_demo.render import display_pixels, gray_to_rgb_uint8
+from cxr_demo.render.overlays import display_pixels, gray_to_rgb_uint8
 
 log = logging.getLogger("cxr_demo")
 UPLOAD_HINT = "PNG, JPG, BMP, TIFF (8 or 16 bit) or DICOM"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from cxr_demo.render import confusion_figure, heatmap_overlay, mask_overlay, reliability_figure, with_colour_scale
+from cxr_demo.render.overlays import confusion_figure, heatmap_overlay, mask_overlay, reliability_figure, with_colour_scale
 from cxr_demo.render.boxes import draw_boxes
 from cxr_demo.reports import leaderboard
 from cxr_demo.tasks import compare

@@ -5,7 +5,7 @@ import gradio as gr
 
 from cxr_demo import zoo
 from cxr_demo.io import read_xray
-from cxr_demo.render import mask_overlay
+from cxr_demo.render.overlays import mask_overlay
 from cxr_demo.tasks import segment
 from cxr_demo.ui.common import (analyse_anyway_box, load_checked, model_choices, notes_markdown, run_on_upload, unreliable, upload_panel,
                                 upload_path, user_errors)

@@ -12,17 +12,13 @@ from dataclasses import dataclass
 class Task:
     name: str
     title: str  # the tab's title
-    kinds: dict[str, str]  # zoo kind -> the module that trains it (`python -m <module>`); the first kind is the task's own
+    kinds: dict[str, str]  # zoo kind -> the module that trains it (`python -m <module>`)
     metric_columns: tuple[str, ...]  # the leaderboard columns that score this task, in the seeds' order
     labels_from: str  # where the class names come from: always the model, never the UI
     compare_with: tuple[str, ...] = ()  # further kinds that stand side by side with it in Compare
     endpoint: bool = True  # a tab and an API endpoint of its own (the input check runs inside every other task)
     compared: bool = True  # a choice in the Compare tab (zero-shot models are compared as classifiers instead)
     target_ms: int | None = None  # MISSION.md's CPU latency target per click, which `cxr_demo.bench` reports against
-
-    @property
-    def own_kind(self) -> str:
-        return next(iter(self.kinds))
 
     @property
     def compare_kinds(self) -> tuple[str, ...]:
@@ -43,13 +39,6 @@ TASKS: dict[str, Task] = {task.name: task for task in (
 
 KINDS: dict[str, str] = {kind: module for task in TASKS.values() for kind, module in task.kinds.items()}
 ENDPOINTS: tuple[str, ...] = tuple(name for name, task in TASKS.items() if task.endpoint)
-
-
-def task(name: str) -> Task:
-    try:
-        return TASKS[name]
-    except KeyError:
-        raise ValueError(f"Unknown task {name!r}; choose one of {', '.join(TASKS)}.") from None
 
 
 def tasks_served_by(kind: str) -> list[str]:
