@@ -15,6 +15,7 @@ import os
 import pstats
 import resource
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -64,20 +65,10 @@ def uncached(handler):
 
 def task_handlers(image: str) -> dict:
     """One callable per task that has a default model in the zoo; each pays for the shared intake stage."""
-    handlers = {}
-    if zoo.names("classify"):
-        from cxr_demo.ui.classify_tab import classify_image
-        handlers["classify"] = lambda: classify_image(image, None, "GradCAM")
-    if zoo.names("zeroshot"):
-        from cxr_demo.ui.zeroshot_tab import zeroshot_image
-        handlers["zeroshot"] = lambda: zeroshot_image(image)  # text embeddings cached after the first call
-    if zoo.names("detect"):
-        from cxr_demo.ui.detect_tab import detect_image
-        handlers["detect"] = lambda: detect_image(image)
-    if zoo.names("segment"):
-        from cxr_demo.ui.segment_tab import segment_image
-        handlers["segment"] = lambda: segment_image(image)
-    return {task: uncached(handler) for task, handler in handlers.items()}
+    from cxr_demo.ui import HANDLERS
+
+    # with their defaults: GradCAM for Classify; the zero-shot text embeddings are cached after the first call
+    return {task: uncached(partial(HANDLERS[task], image)) for task in zoo.ENDPOINTS if zoo.names(task)}
 
 
 def densenet_reference_ms(repeats: int) -> float:

@@ -13,6 +13,9 @@ CSS = (".disclaimer blockquote {border-left: 4px solid #d97706; background: #fff
        "#leaderboard th, #leaderboard td {max-width: 16em; white-space: normal; overflow-wrap: anywhere;}")
 
 TABS = {"classify": classify_tab, "zeroshot": zeroshot_tab, "segment": segment_tab, "detect": detect_tab}
+# each task's click as a plain function: the image first, every other input defaulted (the API's contract)
+HANDLERS = {"classify": classify_tab.classify_image, "zeroshot": zeroshot_tab.zeroshot_image, "segment": segment_tab.segment_image,
+            "detect": detect_tab.detect_image}
 
 
 def build_demo() -> gr.Blocks:
