@@ -28,7 +28,7 @@ from cxr_demo.intake.check import UPRIGHT
 from cxr_demo.io.preprocess import apply_steps, normalize
 from train import data as datasets
 from train import negatives
-from train.classify import ClassifyConfig, GaussianGrain, RandomGamma, build_model
+from train.classify import ClassifyConfig, build_model, gaussian_grain, random_gamma
 from train.engine import Export, TrainConfig, Trainer, fit, main, predict
 
 LABELS = [UPRIGHT, negatives.ROT_CW, negatives.UPSIDE_DOWN, negatives.ROT_CCW, negatives.MIRRORED, negatives.INVERTED,
@@ -60,10 +60,10 @@ def augment(size: int):
     return v2.Compose([
         v2.RandomResizedCrop(size, scale=(0.6, 1.0), ratio=(0.7, 1.4), antialias=True),
         v2.RandomAffine(degrees=8, translate=(0.06, 0.06)),
-        v2.RandomApply([RandomGamma((0.5, 1.8))], p=0.5),
+        v2.RandomApply([random_gamma(0.5, 1.8)], p=0.5),
         v2.RandomApply([v2.ColorJitter(brightness=0.3, contrast=0.4)], p=0.5),
         v2.RandomApply([v2.GaussianBlur(5, sigma=(0.3, 1.5))], p=0.3),
-        v2.RandomApply([GaussianGrain(0.05)], p=0.3),
+        v2.RandomApply([gaussian_grain(0.05)], p=0.3),
     ])
 
 

@@ -19,7 +19,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from huggingface_hub import ModelCardData
-from safetensors.torch import load_file
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 
@@ -29,7 +28,7 @@ from train import data as datasets
 from train.captions import caption_bank, sample_captions
 from train.classify import train_augment
 from train.data import Batches
-from train.engine import Export, TrainConfig, Trainer, fit, main, predict
+from train.engine import Export, TrainConfig, Trainer, fit, load_imagenet, main, predict
 
 MEAN, STD = (0.5,), (0.5,)  # EfficientNet-Lite's normalisation
 
@@ -52,10 +51,7 @@ class ClipConfig(TrainConfig):
 def build_model(cfg: ClipConfig) -> torch.nn.Module:
     model = clip_model.build(clip_model.lit_model_cfg(cfg.image_arch, cfg.img_size, cfg.embed_dim, cfg.text_tower), text_pretrained=True)
     if cfg.init:
-        state = {k: v for k, v in load_file(cfg.init).items() if not k.startswith("classifier.")}
-        missing, unexpected = model.visual.trunk.load_state_dict(state, strict=False)
-        if unexpected or [k for k in missing if not k.startswith("classifier")]:
-            raise SystemExit(f"--init {cfg.init} does not fit {cfg.image_arch}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        load_imagenet(model.visual.trunk, cfg.init)
     model.text.transformer.requires_grad_(False)  # LiT: the pretrained text tower is locked
     return model.to(memory_format=torch.channels_last)
 

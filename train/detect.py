@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from huggingface_hub import ModelCardData
-from safetensors.torch import load_file
 from torchmetrics.detection import MeanAveragePrecision
 from torchvision import models, tv_tensors
 from torchvision.transforms import v2
@@ -34,7 +33,7 @@ from cxr_demo.io.detector_input import DetectPreprocess, prepare
 from cxr_demo.tasks.detect import demo_warning, run_detector
 from cxr_demo.zoo.detector import ARCHITECTURES, BACKBONES, DetectorSpec, backbone_network, build_detector
 from train.det_data import Sample, grouped_folds, label_names, load_sample, read_source
-from train.engine import Export, TrainConfig, Trainer, fit, main, progress
+from train.engine import Export, TrainConfig, Trainer, fit, load_imagenet, main, progress
 
 DEMO_TRAIN_IMAGES = 200  # below this many training images the model card and the app carry cxr_demo.tasks.detect.demo_warning
 EVAL_SCORE_THRESHOLD = 0.01  # mAP ranks every candidate; torchvision's 0.05 default would cut the recall tail
@@ -85,20 +84,8 @@ def build_model(cfg: DetectConfig, labels: list[str]) -> torch.nn.Module:
     if cfg.init == "hub":
         network.load_state_dict(models.get_model_weights(BACKBONES[cfg.arch]).DEFAULT.get_state_dict(progress=False))
     elif cfg.init not in (None, "none"):
-        load_backbone_init(network, Path(cfg.init))
+        load_imagenet(network, cfg.init)
     return build_detector(spec, network)
-
-
-def load_backbone_init(network: torch.nn.Module, path: Path) -> None:
-    """A torchvision ImageNet checkpoint (safetensors) into the backbone network; its classifier is not used."""
-    if not path.is_file():
-        raise SystemExit(f"--init {path}: no such file")
-    state = {k: v for k, v in load_file(path).items() if not k.startswith(("classifier.", "fc."))}
-    result = network.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if not k.startswith(("classifier.", "fc."))]
-    if missing or result.unexpected_keys:
-        raise SystemExit(f"--init {path} does not fit {type(network).__name__}: {len(missing)} keys missing "
-                         f"({missing[:2]}), {len(result.unexpected_keys)} unexpected ({result.unexpected_keys[:2]})")
 
 
 def augmentation() -> v2.Transform:
