@@ -27,7 +27,7 @@ from cxr_demo.tasks.metrics import classification_report, fit_temperature
 from train import data as datasets
 from train.cli import parse_config
 from train.data import Batches, endless
-from train.engine import Export, TrainConfig, Trainer, fit, main, predict, progress
+from train.engine import Export, TrainConfig, Trainer, main, predict, progress
 from train.gate import fit_gate
 
 
@@ -93,25 +93,18 @@ def train_augment(size: int, steps: str, strength: str = "standard"):
     noise, so that the model cannot rely on one scanner's sharpness or contrast. No flips: anatomy is lateralised.
     `site` adds what differs between hospitals (gamma, grain, JPEG, softer or sharper films) before the intensity step."""
     scale = (0.7, 1.0) if strength == "standard" else (0.75, 1.0)
-    geometric = v2.Compose([
-        v2.RandomResizedCrop(size, scale=scale, ratio=(0.85, 1.18), antialias=True),
-        v2.RandomAffine(degrees=10, translate=(0.05, 0.05)),
-    ])
-    photometric = v2.Compose([
-        v2.RandomApply([v2.GaussianBlur(5, sigma=(0.1, 1.5))], p=0.3),
-        v2.RandomApply([v2.ColorJitter(brightness=0.15, contrast=0.2)], p=0.5),
-    ])
+    geometric = v2.Compose([v2.RandomResizedCrop(size, scale=scale, ratio=(0.85, 1.18), antialias=True),
+                            v2.RandomAffine(degrees=10, translate=(0.05, 0.05))])
+    photometric = v2.Compose([v2.RandomApply([v2.GaussianBlur(5, sigma=(0.1, 1.5))], p=0.3),
+                              v2.RandomApply([v2.ColorJitter(brightness=0.15, contrast=0.2)], p=0.5)])
     if strength == "standard":
         return lambda image: photometric(apply_steps(geometric(image), steps))
     if strength != "site":
         raise SystemExit(f"--augment must be 'standard' or 'site', got {strength!r}")
-    site = v2.Compose([
-        v2.RandomApply([random_gamma(0.6, 1.6)], p=0.6),
-        v2.RandomApply([v2.ColorJitter(brightness=0.25, contrast=0.35)], p=0.6),
-        v2.RandomApply([v2.GaussianBlur(7, sigma=(0.3, 2.0))], p=0.3),
-        v2.RandomApply([v2.JPEG((30, 90))], p=0.3),
-        v2.RandomApply([gaussian_grain(0.04)], p=0.3),
-    ])
+    site = v2.Compose([v2.RandomApply([random_gamma(0.6, 1.6)], p=0.6),
+                       v2.RandomApply([v2.ColorJitter(brightness=0.25, contrast=0.35)], p=0.6),
+                       v2.RandomApply([v2.GaussianBlur(7, sigma=(0.3, 2.0))], p=0.3), v2.RandomApply([v2.JPEG((30, 90))], p=0.3),
+                       v2.RandomApply([gaussian_grain(0.04)], p=0.3)])
     return lambda image: photometric(apply_steps(site(geometric(image)), steps))
 
 
@@ -327,12 +320,11 @@ class ClassifyTrainer(Trainer):
         return Export(config, metrics, body, card_data, summary, extra_weights=gate.state_dict())
 
 
-def train(cfg: ClassifyConfig) -> Path:
-    return fit(cfg, ClassifyTrainer)
-
-
 def parse_args(argv=None) -> ClassifyConfig:
     return parse_config(ClassifyConfig, argv, __doc__, required=("data",))
+
+
+train = ClassifyTrainer.train
 
 if __name__ == "__main__":
     main(ClassifyConfig, ClassifyTrainer, __doc__)

@@ -28,7 +28,7 @@ from train import data as datasets
 from train.captions import caption_bank, sample_captions
 from train.classify import train_augment
 from train.data import Batches
-from train.engine import Export, TrainConfig, Trainer, fit, load_imagenet, main, predict
+from train.engine import Export, TrainConfig, Trainer, load_imagenet, main, predict
 
 MEAN, STD = (0.5,), (0.5,)  # EfficientNet-Lite's normalisation
 
@@ -77,16 +77,6 @@ def encode_images(model, x: torch.Tensor) -> torch.Tensor:
     return F.normalize(model.encode_image(x.expand(-1, 3, -1, -1)), dim=-1)
 
 
-def zero_shot_logits(model, batches, class_embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return predict(model, batches, lambda model, x: model.logit_scale.exp() * encode_images(model, x) @ class_embeddings.T)
-
-
-def class_embeddings_from(model, pooled: torch.Tensor, caption_labels: torch.Tensor, n_classes: int) -> torch.Tensor:
-    with torch.no_grad():
-        text = F.normalize(model.text.proj(pooled), dim=-1)
-        return F.normalize(torch.stack([text[caption_labels == c].mean(0) for c in range(n_classes)]), dim=-1)
-
-
 class ClipTrainer(Trainer):
     """Multi-positive InfoNCE against sampled captions; best.pt on validation macro-F1 with the captions' class means.
     The export is open_clip's local-dir layout, scored per prompt preset through the app's own zero-shot path."""
@@ -130,8 +120,10 @@ class ClipTrainer(Trainer):
         return multi_positive_clip_loss(encode_images(self.model, x), text, y, self.model.logit_scale.exp().clamp(max=100))
 
     def validate(self) -> tuple[dict, float]:
-        classes = class_embeddings_from(self.model, self.pooled, torch.tensor(self.caption_labels), len(self.data.classes))
-        logits, labels = zero_shot_logits(self.model, self.val_batches, classes)
+        with torch.no_grad():  # each class: the mean of its captions' embeddings
+            text, of_class = F.normalize(self.model.text.proj(self.pooled), dim=-1), torch.tensor(self.caption_labels)
+            classes = F.normalize(torch.stack([text[of_class == c].mean(0) for c in range(len(self.data.classes))]), dim=-1)
+        logits, labels = predict(self.model, self.val_batches, lambda m, x: m.logit_scale.exp() * encode_images(m, x) @ classes.T)
         f1 = classification_report(logits, labels, self.data.classes)["macro_f1"]
         return {"val_macro_f1": f1}, f1
 
@@ -177,10 +169,6 @@ def write_open_clip_files(cfg: ClipConfig, out: Path) -> None:
         shutil.copy(text_source / name, out / name)
 
 
-def train(cfg: ClipConfig) -> Path:
-    return fit(cfg, ClipTrainer)
-
-
 def model_card(cfg: ClipConfig, classes: list[str]) -> tuple[str, ModelCardData]:
     body = f"""
 # {cfg.name}
@@ -211,11 +199,11 @@ Results per prompt preset (test split, never trained on) are in `metrics.json`; 
 Three classes, one dataset, with the pediatric shortcut of cxr-3class (every Viral Pneumonia image is of a young child).
 Prompts outside these concepts get arbitrary answers; the probabilities depend on the temperature you choose.
 """
-    data = ModelCardData(library_name="open_clip", license="apache-2.0", tags=["chest-x-ray", "cxr-demo", "clip", "not-a-medical-device"],
-                         pipeline_tag="zero-shot-image-classification")
-    return body, data
+    return body, ModelCardData(library_name="open_clip", license="apache-2.0", pipeline_tag="zero-shot-image-classification",
+                               tags=["chest-x-ray", "cxr-demo", "clip", "not-a-medical-device"])
 
 
+train = ClipTrainer.train
 
 if __name__ == "__main__":
     main(ClipConfig, ClipTrainer, __doc__)

@@ -51,11 +51,9 @@ def read_class_folders(root: str | Path, classes: list[str] | None = None) -> La
     for index, name in enumerate(classes):
         folder = root / name / "images" if (root / name / "images").is_dir() else root / name
         files = sorted(p for p in folder.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        for path in files:
-            paths.append(path)
-            labels.append(index)
-            match = _PATIENT.search(path.stem)
-            groups.append(f"{name}/{match.group(1)}" if match else f"{name}/{path.stem}")
+        paths += files
+        labels += [index] * len(files)
+        groups += [f"{name}/{match.group(1) if (match := _PATIENT.search(path.stem)) else path.stem}" for path in files]
     if not paths:
         raise FileNotFoundError(f"No images under {root}/<Class>/images/. Classes looked for: {classes}")
     return LabelledImages(paths, np.asarray(labels, dtype=np.int64), classes, groups)

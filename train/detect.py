@@ -33,7 +33,7 @@ from cxr_demo.io.detector_input import DetectPreprocess, prepare
 from cxr_demo.tasks.detect import demo_warning, run_detector
 from cxr_demo.zoo.detector import ARCHITECTURES, BACKBONES, DetectorSpec, backbone_network, build_detector
 from train.det_data import Sample, grouped_folds, label_names, load_sample, read_source
-from train.engine import Export, TrainConfig, Trainer, fit, load_imagenet, main, progress
+from train.engine import Export, TrainConfig, Trainer, load_imagenet, main, progress
 
 DEMO_TRAIN_IMAGES = 200  # below this many training images the model card and the app carry cxr_demo.tasks.detect.demo_warning
 EVAL_SCORE_THRESHOLD = 0.01  # mAP ranks every candidate; torchvision's 0.05 default would cut the recall tail
@@ -90,12 +90,8 @@ def build_model(cfg: DetectConfig, labels: list[str]) -> torch.nn.Module:
 
 def augmentation() -> v2.Transform:
     """Box-aware: torchvision moves the BoundingBoxes with the image and drops boxes squeezed out of it."""
-    return v2.Compose([
-        v2.RandomHorizontalFlip(0.5),
-        v2.RandomAffine(degrees=5, translate=(0.05, 0.05), scale=(0.9, 1.1)),
-        v2.RandomApply([v2.ColorJitter(brightness=0.2, contrast=0.2)], p=0.5),
-        v2.SanitizeBoundingBoxes(min_size=4),
-    ])
+    return v2.Compose([v2.RandomHorizontalFlip(0.5), v2.RandomAffine(degrees=5, translate=(0.05, 0.05), scale=(0.9, 1.1)),
+                       v2.RandomApply([v2.ColorJitter(brightness=0.2, contrast=0.2)], p=0.5), v2.SanitizeBoundingBoxes(min_size=4)])
 
 
 class BoxDataset(torch.utils.data.Dataset):
@@ -152,8 +148,7 @@ def split(samples: list[Sample], cfg: DetectConfig) -> dict[str, np.ndarray]:
     if cfg.folds <= 1:
         return {"train": np.arange(len(samples)), "val": np.array([], int), "test": np.array([], int)}
     folds = grouped_folds(samples, cfg.folds, cfg.seed)
-    held = {"test": cfg.fold, "val": cfg.val_fold}
-    return {"train": np.flatnonzero(~np.isin(folds, list(held.values()))),
+    return {"train": np.flatnonzero(~np.isin(folds, [cfg.fold, cfg.val_fold])),
             "val": np.flatnonzero(folds == cfg.val_fold), "test": np.flatnonzero(folds == cfg.fold)}
 
 
@@ -234,10 +229,6 @@ class DetectTrainer(Trainer):
                       summary={"test": metrics["test"], "val": metrics["val"], "external": metrics["external"]})
 
 
-def train(cfg: DetectConfig) -> Path:
-    return fit(cfg, DetectTrainer)
-
-
 def cross_validation(own: dict | None, others: list[str]) -> dict:
     """This fold's held-out figures with those of the other folds' runs: every image is held out exactly once."""
     folds = ([own] if own else []) + [json.loads(Path(p).read_text())["test"] for p in others]
@@ -315,6 +306,7 @@ def evaluate_detector(model_name: str, data_dir: Path, only_held_out: bool = Fal
             "map50": float(result["map_50"]), "map": float(result["map"])}
 
 
+train = DetectTrainer.train
 
 if __name__ == "__main__":
     main(DetectConfig, DetectTrainer, __doc__, required=("data",))

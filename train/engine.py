@@ -98,6 +98,11 @@ class Trainer:
     def after_export(self, out: Path, export: Export) -> None:
         """Add to the exported folder (and to `export.summary`) before the summary is printed."""
 
+    @classmethod
+    def train(cls, cfg: TrainConfig) -> Path:
+        """Train (or resume) and export; each trainer module exposes this as its `train(cfg)`. Returns the exported folder."""
+        return fit(cfg, cls)
+
 
 def main(config_cls: type[TrainConfig], make_trainer: Callable[[TrainConfig], Trainer], doc: str, required=()) -> Path:
     """The command line of a trainer module: `python -m train.<task> --flags`."""

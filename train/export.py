@@ -22,9 +22,8 @@ def export_checkpoint(out_dir: str | Path, state_dict: dict[str, torch.Tensor], 
     return out
 
 
-def push_to_hub(folder: str | Path, repo_id: str, private: bool = False) -> str:
+def push_to_hub(folder: str | Path, repo_id: str) -> str:
     """Upload an exported folder; needs network and `huggingface-cli login`."""
     api = HfApi()
-    api.create_repo(repo_id, exist_ok=True, private=private)
-    info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, commit_message="Upload from cxr-demo train/")
-    return str(info)
+    api.create_repo(repo_id, exist_ok=True)
+    return str(api.upload_folder(folder_path=str(folder), repo_id=repo_id, commit_message="Upload from cxr-demo train/"))

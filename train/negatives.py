@@ -57,10 +57,10 @@ Maker = Callable[[np.random.Generator, int, int], np.ndarray]  # (rng, height, w
 # there offline (scikit-image is not a project dependency; a codec may be missing) is skipped.
 _SOURCES: dict[str, dict[str, tuple[str, ...]]] = {
     "train": {
-        "photo": ("sklearn:china.jpg", "gradio:cheetah.jpg", "gradio:groot.jpeg", "gradio:hf-logo_transpng.png", "matplotlib:grace_hopper.jpg",
-                  "matplotlib:Minduka_Present_Blue_Pack.png", "skimage:astronaut.png", "skimage:camera.png", "skimage:coffee.png",
-                  "skimage:chelsea.png", "skimage:rocket.jpg", "skimage:brick.png", "skimage:grass.png", "skimage:color.png",
-                  "skimage:horse.png", "skimage:hubble_deep_field.jpg"),
+        "photo": ("sklearn:china.jpg", "gradio:cheetah.jpg", "gradio:groot.jpeg", "gradio:hf-logo_transpng.png",
+                  "matplotlib:grace_hopper.jpg", "matplotlib:Minduka_Present_Blue_Pack.png", "skimage:astronaut.png", "skimage:camera.png",
+                  "skimage:coffee.png", "skimage:chelsea.png", "skimage:rocket.jpg", "skimage:brick.png", "skimage:grass.png",
+                  "skimage:color.png", "skimage:horse.png", "skimage:hubble_deep_field.jpg"),
         "document": ("skimage:page.png",),
         "screenshot": (),
         "noise": (),
@@ -806,9 +806,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_config(SuiteConfig, argv, __doc__.splitlines()[0])
     kinds = _write_non_cxr(args.out / "non-cxr", args.n, args.seed)
     labels = _write_misoriented(args.out / "misoriented", args.cxr_dir) if args.cxr_dir else Counter()
-    for name, count in [(f"non-cxr/{kind}", kinds[kind]) for kind in NON_CXR_KINDS] + [
-        (f"misoriented/{label_slug(label)}", labels[label]) for label in MISORIENTED_LABELS
-    ]:
+    rows = [(f"non-cxr/{kind}", kinds[kind]) for kind in NON_CXR_KINDS]
+    for name, count in rows + [(f"misoriented/{label_slug(label)}", labels[label]) for label in MISORIENTED_LABELS]:
         print(f"{name:<40} {count:5d}")
 
 
