@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,14 +46,6 @@ class ClipConfig(TrainConfig):
     head_lr: float = 1e-3
     batch_size: int = 32
     crop: str = "none"  # "lungs": the image tower reads the lung box from the zoo's segmenter, as the classifier does
-
-
-def build_model(cfg: ClipConfig) -> torch.nn.Module:
-    model = clip_model.build(clip_model.lit_model_cfg(cfg.image_arch, cfg.img_size, cfg.embed_dim, cfg.text_tower), text_pretrained=True)
-    if cfg.init:
-        load_imagenet(model.visual.trunk, cfg.init)
-    model.text.transformer.requires_grad_(False)  # LiT: the pretrained text tower is locked
-    return model.to(memory_format=torch.channels_last)
 
 
 @torch.no_grad()
@@ -103,7 +95,13 @@ class ClipTrainer(Trainer):
         self.rng: random.Random | None = None  # caption sampling, seeded by the epoch a run starts (or resumes) at
 
     def build_model(self, init: str | None) -> torch.nn.Module:
-        return build_model(replace(self.cfg, init=init))
+        cfg = self.cfg
+        model = clip_model.build(clip_model.lit_model_cfg(cfg.image_arch, cfg.img_size, cfg.embed_dim, cfg.text_tower),
+                                 text_pretrained=True)
+        if init:
+            load_imagenet(model.visual.trunk, init)
+        model.text.transformer.requires_grad_(False)  # LiT: the pretrained text tower is locked
+        return model.to(memory_format=torch.channels_last)
 
     def start_epoch(self, epoch: int) -> None:
         self.model.train()

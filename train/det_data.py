@@ -170,10 +170,6 @@ def _first_dir(root: Path, *names: str) -> Path:
     return next((root / n for n in names if (root / n).is_dir()), root / names[0])
 
 
-def label_names(samples: list[Sample]) -> list[str]:
-    return sorted({label for s in samples for label in s.labels})
-
-
 def grouped_folds(samples: list[Sample], n_splits: int = 5, seed: int = 0) -> np.ndarray:
     """The fold (0..n_splits-1) of each sample; one patient's images share a fold."""
     groups = [s.group for s in samples]

@@ -32,7 +32,7 @@ from tqdm import tqdm
 from cxr_demo.io.detector_input import DetectPreprocess, prepare
 from cxr_demo.tasks.detect import demo_warning, run_detector
 from cxr_demo.zoo.detector import ARCHITECTURES, BACKBONES, DetectorSpec, backbone_network, build_detector
-from train.det_data import Sample, grouped_folds, label_names, load_sample, read_source
+from train.det_data import Sample, grouped_folds, load_sample, read_source
 from train.engine import Export, TrainConfig, Trainer, load_imagenet, main, progress
 
 DEMO_TRAIN_IMAGES = 200  # below this many training images the model card and the app carry cxr_demo.tasks.detect.demo_warning
@@ -161,7 +161,7 @@ class DetectTrainer(Trainer):
     def __init__(self, cfg: DetectConfig):
         self.cfg = cfg
         self.samples = [s for spec in cfg.data for s in read_source(spec)]
-        self.labels = cfg.labels or label_names(self.samples)
+        self.labels = cfg.labels or sorted({label for s in self.samples for label in s.labels})
         self.parts = split(self.samples, cfg)
         self.options = DetectPreprocess(cfg.img_size, cfg.preprocess == "equalize", cfg.crop_max_cut)
         self.generator = torch.Generator()
