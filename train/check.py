@@ -28,8 +28,8 @@ from cxr_demo.intake.check import UPRIGHT
 from cxr_demo.io.preprocess import apply_steps, normalize
 from train import data as datasets
 from train import negatives
-from train.classify import ClassifyConfig, GaussianGrain, RandomGamma, build_model
-from train.engine import Export, TrainConfig, Trainer, fit, main, predict
+from train.classify import ClassifyConfig, build_model, gaussian_grain, random_gamma
+from train.engine import Export, TrainConfig, Trainer, main, predict
 
 LABELS = [UPRIGHT, negatives.ROT_CW, negatives.UPSIDE_DOWN, negatives.ROT_CCW, negatives.MIRRORED, negatives.INVERTED,
           "not a chest X-ray"]
@@ -50,25 +50,12 @@ class CheckConfig(TrainConfig):
     flag_rate: float = 0.01  # the threshold flags this share of validation chest X-rays
 
 
-def misorient(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, int]:
-    transformed, label = negatives.misoriented(image)[rng.integers(0, 6)]
-    return transformed, LABELS.index(label)
-
-
 def augment(size: int):
     """Any scanner, crop and exposure a real upload may have; applied before a film is mis-oriented."""
-    return v2.Compose([
-        v2.RandomResizedCrop(size, scale=(0.6, 1.0), ratio=(0.7, 1.4), antialias=True),
-        v2.RandomAffine(degrees=8, translate=(0.06, 0.06)),
-        v2.RandomApply([RandomGamma((0.5, 1.8))], p=0.5),
-        v2.RandomApply([v2.ColorJitter(brightness=0.3, contrast=0.4)], p=0.5),
-        v2.RandomApply([v2.GaussianBlur(5, sigma=(0.3, 1.5))], p=0.3),
-        v2.RandomApply([GaussianGrain(0.05)], p=0.3),
-    ])
-
-
-def squash(image: np.ndarray, size: int) -> np.ndarray:
-    return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+    return v2.Compose([v2.RandomResizedCrop(size, scale=(0.6, 1.0), ratio=(0.7, 1.4), antialias=True),
+                       v2.RandomAffine(degrees=8, translate=(0.06, 0.06)), v2.RandomApply([random_gamma(0.5, 1.8)], p=0.5),
+                       v2.RandomApply([v2.ColorJitter(brightness=0.3, contrast=0.4)], p=0.5),
+                       v2.RandomApply([v2.GaussianBlur(5, sigma=(0.3, 1.5))], p=0.3), v2.RandomApply([gaussian_grain(0.05)], p=0.3)])
 
 
 class Mixture:
@@ -93,8 +80,9 @@ class Mixture:
             images, labels = [], []
             for pixels, label in items[start:start + self.cfg.batch_size]:
                 image = self.augment(torch.from_numpy(np.ascontiguousarray(pixels))[None])[0].numpy()
-                if label == -1:
-                    image, label = misorient(image, self.rng)
+                if label == -1:  # one of the six mis-oriented versions, at random
+                    image, name = negatives.misoriented(image)[self.rng.integers(0, 6)]
+                    label = LABELS.index(name)
                 images.append(torch.from_numpy(np.ascontiguousarray(image))[None])
                 labels.append(label)
             x = normalize(apply_steps(torch.stack(images), self.cfg.preprocess), (0.5,), (0.5,))
@@ -105,7 +93,9 @@ class Mixture:
 
 
 def non_cxr(split: str, n: int, size: int, seed: int) -> np.ndarray:
-    return np.stack([squash(image, int(size * 1.25)) for image, _ in tqdm(negatives.non_cxr_images(split, n, seed), desc=f"{split} negatives")])
+    """`n` of `train.negatives`' images, squashed to the films' cached size (`size` x 1.25, room for the crop)."""
+    images = tqdm(negatives.non_cxr_images(split, n, seed), desc=f"{split} negatives")
+    return np.stack([np.asarray(Image.fromarray(image).resize((int(size * 1.25),) * 2, Image.BILINEAR)) for image, _ in images])
 
 
 def probabilities(model, batches) -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,8 +114,7 @@ def flag_report(probs: torch.Tensor, labels: torch.Tensor, threshold: float) -> 
 
 def choose_threshold(probs: torch.Tensor, labels: torch.Tensor, flag_rate: float) -> float:
     """The upright probability below which an image is flagged: set so `flag_rate` of validation CXRs are flagged."""
-    upright = probs[labels == 0, 0].numpy()
-    return float(np.clip(np.quantile(upright, flag_rate), 0.05, 0.5))
+    return float(np.clip(np.quantile(probs[labels == 0, 0].numpy(), flag_rate), 0.05, 0.5))
 
 
 class CheckTrainer(Trainer):
@@ -176,10 +165,6 @@ class CheckTrainer(Trainer):
         return Export(config, metrics, body, card, summary=val)
 
 
-def train(cfg: CheckConfig) -> Path:
-    return fit(cfg, CheckTrainer)
-
-
 CARD = """
 # {name}
 
@@ -206,6 +191,8 @@ Lateral views were not in training (none are available offline): a lateral DICOM
 It was trained on 224 px downscaled films; unusual films (children's, portable, heavy devices) are the likeliest false flags.
 """
 
+
+train = CheckTrainer.train
 
 if __name__ == "__main__":
     main(CheckConfig, CheckTrainer, __doc__)

@@ -26,8 +26,8 @@ from cxr_demo.io.preprocess import apply_steps
 from cxr_demo.tasks.metrics import classification_report, fit_temperature
 from train import data as datasets
 from train.cli import parse_config
-from train.data import Batches, Endless
-from train.engine import Export, TrainConfig, Trainer, fit, main, predict, progress
+from train.data import Batches, endless
+from train.engine import Export, TrainConfig, Trainer, main, predict, progress
 from train.gate import fit_gate
 
 
@@ -93,59 +93,46 @@ def train_augment(size: int, steps: str, strength: str = "standard"):
     noise, so that the model cannot rely on one scanner's sharpness or contrast. No flips: anatomy is lateralised.
     `site` adds what differs between hospitals (gamma, grain, JPEG, softer or sharper films) before the intensity step."""
     scale = (0.7, 1.0) if strength == "standard" else (0.75, 1.0)
-    geometric = v2.Compose([
-        v2.RandomResizedCrop(size, scale=scale, ratio=(0.85, 1.18), antialias=True),
-        v2.RandomAffine(degrees=10, translate=(0.05, 0.05)),
-    ])
-    photometric = v2.Compose([
-        v2.RandomApply([v2.GaussianBlur(5, sigma=(0.1, 1.5))], p=0.3),
-        v2.RandomApply([v2.ColorJitter(brightness=0.15, contrast=0.2)], p=0.5),
-    ])
+    geometric = v2.Compose([v2.RandomResizedCrop(size, scale=scale, ratio=(0.85, 1.18), antialias=True),
+                            v2.RandomAffine(degrees=10, translate=(0.05, 0.05))])
+    photometric = v2.Compose([v2.RandomApply([v2.GaussianBlur(5, sigma=(0.1, 1.5))], p=0.3),
+                              v2.RandomApply([v2.ColorJitter(brightness=0.15, contrast=0.2)], p=0.5)])
     if strength == "standard":
         return lambda image: photometric(apply_steps(geometric(image), steps))
     if strength != "site":
         raise SystemExit(f"--augment must be 'standard' or 'site', got {strength!r}")
-    site = v2.Compose([
-        v2.RandomApply([RandomGamma((0.6, 1.6))], p=0.6),
-        v2.RandomApply([v2.ColorJitter(brightness=0.25, contrast=0.35)], p=0.6),
-        v2.RandomApply([v2.GaussianBlur(7, sigma=(0.3, 2.0))], p=0.3),
-        v2.RandomApply([v2.JPEG((30, 90))], p=0.3),
-        v2.RandomApply([GaussianGrain(0.04)], p=0.3),
-    ])
+    site = v2.Compose([v2.RandomApply([random_gamma(0.6, 1.6)], p=0.6),
+                       v2.RandomApply([v2.ColorJitter(brightness=0.25, contrast=0.35)], p=0.6),
+                       v2.RandomApply([v2.GaussianBlur(7, sigma=(0.3, 2.0))], p=0.3), v2.RandomApply([v2.JPEG((30, 90))], p=0.3),
+                       v2.RandomApply([gaussian_grain(0.04)], p=0.3)])
     return lambda image: photometric(apply_steps(site(geometric(image)), steps))
 
 
-class RandomGamma(torch.nn.Module):
-    def __init__(self, gamma: tuple[float, float]):
-        super().__init__()
-        self.gamma = gamma
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        g = float(np.random.uniform(*self.gamma))
-        return (image.float().div(255).pow(g) * 255).round().clamp(0, 255).to(torch.uint8)
+def random_gamma(low: float, high: float):
+    """A uint8 image transform: a gamma drawn from [low, high]."""
+    return lambda image: to_uint8(image.float().div(255).pow(float(np.random.uniform(low, high))) * 255)
 
 
-class GaussianGrain(torch.nn.Module):
-    def __init__(self, sigma: float):
-        super().__init__()
-        self.sigma = sigma
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        noisy = image.float() + torch.randn(image.shape) * 255 * float(np.random.uniform(0, self.sigma))
-        return noisy.round().clamp(0, 255).to(torch.uint8)
+def gaussian_grain(sigma: float):
+    """A uint8 image transform: Gaussian grain, its standard deviation drawn from [0, sigma] of the range."""
+    return lambda image: to_uint8(image.float() + torch.randn(image.shape) * 255 * float(np.random.uniform(0, sigma)))
 
 
-def counterfactual_batches(cfg: ClassifyConfig, data, splits, train_batches: Batches) -> Endless:
+def to_uint8(image: torch.Tensor) -> torch.Tensor:
+    return image.round().clamp(0, 255).to(torch.uint8)
+
+
+def counterfactual_batches(cfg: ClassifyConfig, data, splits, train_batches: Batches) -> Batches | None:
     """Lungs-blanked crops of the training images (the `--lungs-removed` counterfactual), `counterfactual` x batch at a time."""
     if cfg.counterfactual <= 0:
-        return Endless(None)
+        return None
     if cfg.crop != "lungs":
         raise SystemExit("--counterfactual needs --crop lungs: it blanks the lungs found by the same segmenter")
     pixels = np.asarray(datasets.cached_pixels(data.paths, cfg.img_size))
     blanked = datasets.blanked_lung_crops(pixels, datasets.cached_lungs(data.paths, pixels), cfg.img_size)
     size = max(1, round(cfg.counterfactual * cfg.batch_size))
-    return Endless(Batches(blanked, data.labels, splits["train"], size, train_batches.transform,
-                           train_batches.mean, train_batches.std, shuffle=True, seed=cfg.seed + 1))
+    return Batches(blanked, data.labels, splits["train"], size, train_batches.transform, train_batches.mean, train_batches.std,
+                   shuffle=True, seed=cfg.seed + 1)
 
 
 def classify_loss(model, x: torch.Tensor, y: torch.Tensor, blanked: torch.Tensor | None) -> torch.Tensor:
@@ -160,22 +147,10 @@ def classify_loss(model, x: torch.Tensor, y: torch.Tensor, blanked: torch.Tensor
 
 def model_config(cfg: ClassifyConfig, classes: list[str], temperature: float, mean, std) -> dict:
     """timm's Hub config format (so `timm.create_model('hf-hub:...')` works), plus our own section."""
-    return {
-        "architecture": cfg.arch,
-        "num_classes": len(classes),
-        "label_names": classes,
-        "model_args": {"in_chans": 1},
-        "pretrained_cfg": {
-            "input_size": [1, cfg.img_size, cfg.img_size],
-            "interpolation": "bilinear",
-            "crop_pct": 1.0,
-            "mean": list(mean),
-            "std": list(std),
-            "num_classes": len(classes),
-            "label_names": classes,
-        },
-        "cxr_demo": {"task": "classify", "preprocess": cfg.preprocess, "crop": cfg.crop, "temperature": temperature},
-    }
+    return {"architecture": cfg.arch, "num_classes": len(classes), "label_names": classes, "model_args": {"in_chans": 1},
+            "pretrained_cfg": {"input_size": [1, cfg.img_size, cfg.img_size], "interpolation": "bilinear", "crop_pct": 1.0,
+                               "mean": list(mean), "std": list(std), "num_classes": len(classes), "label_names": classes},
+            "cxr_demo": {"task": "classify", "preprocess": cfg.preprocess, "crop": cfg.crop, "temperature": temperature}}
 
 
 LUNG_CROP_NOTE = """Input: **the lung box only.** The zoo's lung segmenter (`lung-unet-mobilenetv2`) finds the two lungs, the box around
@@ -214,10 +189,7 @@ def model_card(cfg: ClassifyConfig, name: str, metrics: dict, split_sizes: dict)
         cfg.init, f"ImageNet weights from `{Path(str(cfg.init)).name}`")
     if cfg.init and (Path(cfg.init) / "model.safetensors").is_file():
         init_text = f"the zoo checkpoint `{Path(cfg.init).name}` (this run fine-tunes it further)"
-    rows = "\n".join(
-        f"| {c} | {v['f1']:.4f} | {v['precision']:.4f} | {v['recall']:.4f} | {v['support']} |"
-        for c, v in test["per_class"].items()
-    )
+    rows = "\n".join(f"| {c} | {v['f1']:.4f} | {v['precision']:.4f} | {v['recall']:.4f} | {v['support']} |" for c, v in test["per_class"].items())
     body = f"""
 # {name}
 
@@ -264,14 +236,8 @@ Not for clinical use. It has never seen lateral views, other diseases, devices, 
 its sources; it outputs one of three labels whatever it is given. Figures above come from the same sources as
 the training data and overstate performance on any other hospital.
 """
-    card_data = ModelCardData(
-        license="apache-2.0",
-        library_name="timm",
-        pipeline_tag="image-classification",
-        tags=["chest-x-ray", "cxr-demo", "not-a-medical-device"],
-        metrics=["f1", "precision", "recall", "accuracy"],
-    )
-    return body, card_data
+    return body, ModelCardData(license="apache-2.0", library_name="timm", pipeline_tag="image-classification",
+                               tags=["chest-x-ray", "cxr-demo", "not-a-medical-device"], metrics=["f1", "precision", "recall", "accuracy"])
 
 
 class ClassifyTrainer(Trainer):
@@ -304,7 +270,7 @@ class ClassifyTrainer(Trainer):
         return build_model(replace(self.cfg, init=init), len(self.data.classes)).to(memory_format=torch.channels_last)
 
     def batches(self, epoch: int):
-        return zip(self.train_batches, self.counterfactuals)
+        return zip(self.train_batches, endless(self.counterfactuals))
 
     def loss(self, batch) -> torch.Tensor:
         (x, y), blanked = batch
@@ -354,12 +320,11 @@ class ClassifyTrainer(Trainer):
         return Export(config, metrics, body, card_data, summary, extra_weights=gate.state_dict())
 
 
-def train(cfg: ClassifyConfig) -> Path:
-    return fit(cfg, ClassifyTrainer)
-
-
 def parse_args(argv=None) -> ClassifyConfig:
     return parse_config(ClassifyConfig, argv, __doc__, required=("data",))
+
+
+train = ClassifyTrainer.train
 
 if __name__ == "__main__":
     main(ClassifyConfig, ClassifyTrainer, __doc__)

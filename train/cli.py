@@ -10,10 +10,9 @@ from typing import NoReturn
 
 
 def parse_config(config_cls, argv=None, doc: str | None = None, required: tuple[str, ...] = ()):
-    """`--some-field VALUE` for each field; list fields take one or more values and repeat (`--data A --data B`);
-    `X | None` fields take X;
-    `bool` fields are switches (`--json`); `Literal[...]` fields, or `field(metadata={"choices": ...})`, take one of their
-    values; `field(metadata={"help": ...})` explains the flag."""
+    """`--some-field VALUE` for each field; list fields take one or more values and repeat (`--data A --data B`); `X | None`
+    fields take X; `bool` fields are switches (`--json`); `Literal[...]` fields, or `field(metadata={"choices": ...})`, take
+    one of their values; `field(metadata={"help": ...})` explains the flag."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     hints = typing.get_type_hints(config_cls)
     for f in fields(config_cls):

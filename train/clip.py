@@ -12,14 +12,13 @@ from __future__ import annotations
 import json
 import random
 import shutil
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from huggingface_hub import ModelCardData
-from safetensors.torch import load_file
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 
@@ -29,7 +28,7 @@ from train import data as datasets
 from train.captions import caption_bank, sample_captions
 from train.classify import train_augment
 from train.data import Batches
-from train.engine import Export, TrainConfig, Trainer, fit, main, predict
+from train.engine import Export, TrainConfig, Trainer, load_imagenet, main, predict
 
 MEAN, STD = (0.5,), (0.5,)  # EfficientNet-Lite's normalisation
 
@@ -47,17 +46,6 @@ class ClipConfig(TrainConfig):
     head_lr: float = 1e-3
     batch_size: int = 32
     crop: str = "none"  # "lungs": the image tower reads the lung box from the zoo's segmenter, as the classifier does
-
-
-def build_model(cfg: ClipConfig) -> torch.nn.Module:
-    model = clip_model.build(clip_model.lit_model_cfg(cfg.image_arch, cfg.img_size, cfg.embed_dim, cfg.text_tower), text_pretrained=True)
-    if cfg.init:
-        state = {k: v for k, v in load_file(cfg.init).items() if not k.startswith("classifier.")}
-        missing, unexpected = model.visual.trunk.load_state_dict(state, strict=False)
-        if unexpected or [k for k in missing if not k.startswith("classifier")]:
-            raise SystemExit(f"--init {cfg.init} does not fit {cfg.image_arch}: missing {missing[:3]}, unexpected {unexpected[:3]}")
-    model.text.transformer.requires_grad_(False)  # LiT: the pretrained text tower is locked
-    return model.to(memory_format=torch.channels_last)
 
 
 @torch.no_grad()
@@ -79,16 +67,6 @@ def multi_positive_clip_loss(image_features, text_features, labels, logit_scale)
 
 def encode_images(model, x: torch.Tensor) -> torch.Tensor:
     return F.normalize(model.encode_image(x.expand(-1, 3, -1, -1)), dim=-1)
-
-
-def zero_shot_logits(model, batches, class_embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return predict(model, batches, lambda model, x: model.logit_scale.exp() * encode_images(model, x) @ class_embeddings.T)
-
-
-def class_embeddings_from(model, pooled: torch.Tensor, caption_labels: torch.Tensor, n_classes: int) -> torch.Tensor:
-    with torch.no_grad():
-        text = F.normalize(model.text.proj(pooled), dim=-1)
-        return F.normalize(torch.stack([text[caption_labels == c].mean(0) for c in range(n_classes)]), dim=-1)
 
 
 class ClipTrainer(Trainer):
@@ -117,7 +95,13 @@ class ClipTrainer(Trainer):
         self.rng: random.Random | None = None  # caption sampling, seeded by the epoch a run starts (or resumes) at
 
     def build_model(self, init: str | None) -> torch.nn.Module:
-        return build_model(replace(self.cfg, init=init))
+        cfg = self.cfg
+        model = clip_model.build(clip_model.lit_model_cfg(cfg.image_arch, cfg.img_size, cfg.embed_dim, cfg.text_tower),
+                                 text_pretrained=True)
+        if init:
+            load_imagenet(model.visual.trunk, init)
+        model.text.transformer.requires_grad_(False)  # LiT: the pretrained text tower is locked
+        return model.to(memory_format=torch.channels_last)
 
     def start_epoch(self, epoch: int) -> None:
         self.model.train()
@@ -134,8 +118,10 @@ class ClipTrainer(Trainer):
         return multi_positive_clip_loss(encode_images(self.model, x), text, y, self.model.logit_scale.exp().clamp(max=100))
 
     def validate(self) -> tuple[dict, float]:
-        classes = class_embeddings_from(self.model, self.pooled, torch.tensor(self.caption_labels), len(self.data.classes))
-        logits, labels = zero_shot_logits(self.model, self.val_batches, classes)
+        with torch.no_grad():  # each class: the mean of its captions' embeddings
+            text, of_class = F.normalize(self.model.text.proj(self.pooled), dim=-1), torch.tensor(self.caption_labels)
+            classes = F.normalize(torch.stack([text[of_class == c].mean(0) for c in range(len(self.data.classes))]), dim=-1)
+        logits, labels = predict(self.model, self.val_batches, lambda m, x: m.logit_scale.exp() * encode_images(m, x) @ classes.T)
         f1 = classification_report(logits, labels, self.data.classes)["macro_f1"]
         return {"val_macro_f1": f1}, f1
 
@@ -181,10 +167,6 @@ def write_open_clip_files(cfg: ClipConfig, out: Path) -> None:
         shutil.copy(text_source / name, out / name)
 
 
-def train(cfg: ClipConfig) -> Path:
-    return fit(cfg, ClipTrainer)
-
-
 def model_card(cfg: ClipConfig, classes: list[str]) -> tuple[str, ModelCardData]:
     body = f"""
 # {cfg.name}
@@ -215,11 +197,11 @@ Results per prompt preset (test split, never trained on) are in `metrics.json`; 
 Three classes, one dataset, with the pediatric shortcut of cxr-3class (every Viral Pneumonia image is of a young child).
 Prompts outside these concepts get arbitrary answers; the probabilities depend on the temperature you choose.
 """
-    data = ModelCardData(library_name="open_clip", license="apache-2.0", tags=["chest-x-ray", "cxr-demo", "clip", "not-a-medical-device"],
-                         pipeline_tag="zero-shot-image-classification")
-    return body, data
+    return body, ModelCardData(library_name="open_clip", license="apache-2.0", pipeline_tag="zero-shot-image-classification",
+                               tags=["chest-x-ray", "cxr-demo", "clip", "not-a-medical-device"])
 
 
+train = ClipTrainer.train
 
 if __name__ == "__main__":
     main(ClipConfig, ClipTrainer, __doc__)

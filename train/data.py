@@ -7,7 +7,9 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import count, repeat
 from pathlib import Path
 
 import numpy as np
@@ -32,9 +34,7 @@ class LabelledImages:
     groups: list[str]  # patient id where known, else the file stem
 
     def subset(self, index: np.ndarray) -> "LabelledImages":
-        return LabelledImages(
-            [self.paths[i] for i in index], self.labels[index], self.classes, [self.groups[i] for i in index]
-        )
+        return LabelledImages([self.paths[i] for i in index], self.labels[index], self.classes, [self.groups[i] for i in index])
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -51,11 +51,9 @@ def read_class_folders(root: str | Path, classes: list[str] | None = None) -> La
     for index, name in enumerate(classes):
         folder = root / name / "images" if (root / name / "images").is_dir() else root / name
         files = sorted(p for p in folder.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        for path in files:
-            paths.append(path)
-            labels.append(index)
-            match = _PATIENT.search(path.stem)
-            groups.append(f"{name}/{match.group(1)}" if match else f"{name}/{path.stem}")
+        paths += files
+        labels += [index] * len(files)
+        groups += [f"{name}/{match.group(1) if (match := _PATIENT.search(path.stem)) else path.stem}" for path in files]
     if not paths:
         raise FileNotFoundError(f"No images under {root}/<Class>/images/. Classes looked for: {classes}")
     return LabelledImages(paths, np.asarray(labels, dtype=np.int64), classes, groups)
@@ -67,11 +65,7 @@ def split_80_10_10(data: LabelledImages, seed: int = 0) -> dict[str, np.ndarray]
     assignment = np.empty(len(data), dtype=np.int64)
     for fold, (_, held) in enumerate(folds.split(np.zeros(len(data)), data.labels, data.groups)):
         assignment[held] = fold
-    return {
-        "train": np.flatnonzero(assignment >= 2),
-        "val": np.flatnonzero(assignment == 1),
-        "test": np.flatnonzero(assignment == 0),
-    }
+    return {"train": np.flatnonzero(assignment >= 2), "val": np.flatnonzero(assignment == 1), "test": np.flatnonzero(assignment == 0)}
 
 
 def take_fraction(index: np.ndarray, labels: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
@@ -183,15 +177,7 @@ def evaluation_batches(pixels, labels, index, steps: str, mean, std) -> Batches:
     return Batches(pixels, labels, index, 64, lambda image: apply_steps(image, steps), mean, std, shuffle=False)
 
 
-class Endless:
-    """Batches drawn forever (`None` forever when there are none), to pair with each training batch."""
-
-    def __init__(self, batches: Batches | None):
-        self.batches = batches
-
-    def __iter__(self):
-        while True:
-            if self.batches is None:
-                yield None
-            else:
-                yield from (x for x, _ in self.batches)
+def endless(batches: Batches | None) -> Iterator[torch.Tensor | None]:
+    """The images of `batches`, reshuffled pass after pass (`None` forever when there are none), to pair with each training
+    batch; a fresh call starts a fresh pass."""
+    return repeat(None) if batches is None else (x for _pass in count() for x, _labels in batches)

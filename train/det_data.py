@@ -44,13 +44,10 @@ def _xywh(x, y, w, h) -> tuple[float, float, float, float]:
 
 
 def _find_image(folder: Path, stem: str) -> Path | None:
-    for suffix in BOX_SUFFIXES:
-        if (folder / f"{stem}{suffix}").is_file():
-            return folder / f"{stem}{suffix}"
-    return None
+    return next((folder / f"{stem}{suffix}" for suffix in BOX_SUFFIXES if (folder / f"{stem}{suffix}").is_file()), None)
 
 
-def read_rsna(csv_path: str | Path, images: str | Path, original_size: int = RSNA_ORIGINAL_SIZE) -> list[Sample]:
+def read_rsna(csv_path: str | Path, images: str | Path) -> list[Sample]:
     """RSNA Pneumonia: `stage_2_train_labels.csv` (patientId, x, y, width, height, Target; one row per box, one empty
     row per negative) with images named `<patientId>.dcm` or `.png` in `images`. Patients without an image are skipped."""
     csv_path, images = Path(csv_path), Path(images)
@@ -64,7 +61,7 @@ def read_rsna(csv_path: str | Path, images: str | Path, original_size: int = RSN
     for patient, found in boxes.items():
         image = _find_image(images, patient)
         if image is not None:
-            size = None if image.suffix == ".dcm" else (original_size, original_size)
+            size = None if image.suffix == ".dcm" else (RSNA_ORIGINAL_SIZE, RSNA_ORIGINAL_SIZE)
             samples.append(Sample(image, tuple(found), (RSNA_LABEL,) * len(found), patient, size))
     if not samples:
         raise FileNotFoundError(f"No image in {images} is named after a patientId of {csv_path} (<patientId>.dcm or .png).")
@@ -171,10 +168,6 @@ def read_source(spec: str) -> list[Sample]:
 
 def _first_dir(root: Path, *names: str) -> Path:
     return next((root / n for n in names if (root / n).is_dir()), root / names[0])
-
-
-def label_names(samples: list[Sample]) -> list[str]:
-    return sorted({label for s in samples for label in s.labels})
 
 
 def grouped_folds(samples: list[Sample], n_splits: int = 5, seed: int = 0) -> np.ndarray:

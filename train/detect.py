@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from huggingface_hub import ModelCardData
-from safetensors.torch import load_file
 from torchmetrics.detection import MeanAveragePrecision
 from torchvision import models, tv_tensors
 from torchvision.transforms import v2
@@ -33,8 +32,8 @@ from tqdm import tqdm
 from cxr_demo.io.detector_input import DetectPreprocess, prepare
 from cxr_demo.tasks.detect import demo_warning, run_detector
 from cxr_demo.zoo.detector import ARCHITECTURES, BACKBONES, DetectorSpec, backbone_network, build_detector
-from train.det_data import Sample, grouped_folds, label_names, load_sample, read_source
-from train.engine import Export, TrainConfig, Trainer, fit, main, progress
+from train.det_data import Sample, grouped_folds, load_sample, read_source
+from train.engine import Export, TrainConfig, Trainer, load_imagenet, main, progress
 
 DEMO_TRAIN_IMAGES = 200  # below this many training images the model card and the app carry cxr_demo.tasks.detect.demo_warning
 EVAL_SCORE_THRESHOLD = 0.01  # mAP ranks every candidate; torchvision's 0.05 default would cut the recall tail
@@ -85,30 +84,14 @@ def build_model(cfg: DetectConfig, labels: list[str]) -> torch.nn.Module:
     if cfg.init == "hub":
         network.load_state_dict(models.get_model_weights(BACKBONES[cfg.arch]).DEFAULT.get_state_dict(progress=False))
     elif cfg.init not in (None, "none"):
-        load_backbone_init(network, Path(cfg.init))
+        load_imagenet(network, cfg.init)
     return build_detector(spec, network)
-
-
-def load_backbone_init(network: torch.nn.Module, path: Path) -> None:
-    """A torchvision ImageNet checkpoint (safetensors) into the backbone network; its classifier is not used."""
-    if not path.is_file():
-        raise SystemExit(f"--init {path}: no such file")
-    state = {k: v for k, v in load_file(path).items() if not k.startswith(("classifier.", "fc."))}
-    result = network.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if not k.startswith(("classifier.", "fc."))]
-    if missing or result.unexpected_keys:
-        raise SystemExit(f"--init {path} does not fit {type(network).__name__}: {len(missing)} keys missing "
-                         f"({missing[:2]}), {len(result.unexpected_keys)} unexpected ({result.unexpected_keys[:2]})")
 
 
 def augmentation() -> v2.Transform:
     """Box-aware: torchvision moves the BoundingBoxes with the image and drops boxes squeezed out of it."""
-    return v2.Compose([
-        v2.RandomHorizontalFlip(0.5),
-        v2.RandomAffine(degrees=5, translate=(0.05, 0.05), scale=(0.9, 1.1)),
-        v2.RandomApply([v2.ColorJitter(brightness=0.2, contrast=0.2)], p=0.5),
-        v2.SanitizeBoundingBoxes(min_size=4),
-    ])
+    return v2.Compose([v2.RandomHorizontalFlip(0.5), v2.RandomAffine(degrees=5, translate=(0.05, 0.05), scale=(0.9, 1.1)),
+                       v2.RandomApply([v2.ColorJitter(brightness=0.2, contrast=0.2)], p=0.5), v2.SanitizeBoundingBoxes(min_size=4)])
 
 
 class BoxDataset(torch.utils.data.Dataset):
@@ -165,8 +148,7 @@ def split(samples: list[Sample], cfg: DetectConfig) -> dict[str, np.ndarray]:
     if cfg.folds <= 1:
         return {"train": np.arange(len(samples)), "val": np.array([], int), "test": np.array([], int)}
     folds = grouped_folds(samples, cfg.folds, cfg.seed)
-    held = {"test": cfg.fold, "val": cfg.val_fold}
-    return {"train": np.flatnonzero(~np.isin(folds, list(held.values()))),
+    return {"train": np.flatnonzero(~np.isin(folds, [cfg.fold, cfg.val_fold])),
             "val": np.flatnonzero(folds == cfg.val_fold), "test": np.flatnonzero(folds == cfg.fold)}
 
 
@@ -179,7 +161,7 @@ class DetectTrainer(Trainer):
     def __init__(self, cfg: DetectConfig):
         self.cfg = cfg
         self.samples = [s for spec in cfg.data for s in read_source(spec)]
-        self.labels = cfg.labels or label_names(self.samples)
+        self.labels = cfg.labels or sorted({label for s in self.samples for label in s.labels})
         self.parts = split(self.samples, cfg)
         self.options = DetectPreprocess(cfg.img_size, cfg.preprocess == "equalize", cfg.crop_max_cut)
         self.generator = torch.Generator()
@@ -245,10 +227,6 @@ class DetectTrainer(Trainer):
                                   tags=["chest-x-ray", "cxr-demo", "not-a-medical-device", "faster-rcnn"])
         return Export(config, metrics, model_card(cfg, cfg.run_name, metrics, self.labels), card_data,
                       summary={"test": metrics["test"], "val": metrics["val"], "external": metrics["external"]})
-
-
-def train(cfg: DetectConfig) -> Path:
-    return fit(cfg, DetectTrainer)
 
 
 def cross_validation(own: dict | None, others: list[str]) -> dict:
@@ -328,6 +306,7 @@ def evaluate_detector(model_name: str, data_dir: Path, only_held_out: bool = Fal
             "map50": float(result["map_50"]), "map": float(result["map"])}
 
 
+train = DetectTrainer.train
 
 if __name__ == "__main__":
     main(DetectConfig, DetectTrainer, __doc__, required=("data",))

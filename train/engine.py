@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 from huggingface_hub import ModelCardData
+from safetensors.torch import load_file
 from tqdm import tqdm
 
 from train.cli import parse_config
@@ -97,6 +98,11 @@ class Trainer:
     def after_export(self, out: Path, export: Export) -> None:
         """Add to the exported folder (and to `export.summary`) before the summary is printed."""
 
+    @classmethod
+    def train(cls, cfg: TrainConfig) -> Path:
+        """Train (or resume) and export; each trainer module exposes this as its `train(cfg)`. Returns the exported folder."""
+        return fit(cfg, cls)
+
 
 def main(config_cls: type[TrainConfig], make_trainer: Callable[[TrainConfig], Trainer], doc: str, required=()) -> Path:
     """The command line of a trainer module: `python -m train.<task> --flags`."""
@@ -163,6 +169,19 @@ def train_epoch(trainer: Trainer, epoch: int) -> tuple[dict, float]:
         losses.append(loss.item())
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
     return {"epoch": epoch + 1, "train_loss": float(np.mean(losses))}, (time.perf_counter() - start) / 60
+
+
+def load_imagenet(network: torch.nn.Module, path: str | Path) -> None:
+    """An ImageNet checkpoint (.safetensors) into a backbone network that has no classifier of its own; its
+    classifier is dropped, and every other weight must fit."""
+    if not Path(path).is_file():
+        raise SystemExit(f"--init {path}: no such file")
+    head = ("classifier.", "fc.")
+    result = network.load_state_dict({k: v for k, v in load_file(path).items() if not k.startswith(head)}, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith(head)]
+    if missing or result.unexpected_keys:
+        raise SystemExit(f"--init {path} does not fit {type(network).__name__}: {len(missing)} keys missing "
+                         f"({missing[:2]}), {len(result.unexpected_keys)} unexpected ({result.unexpected_keys[:2]})")
 
 
 @torch.inference_mode()

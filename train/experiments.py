@@ -68,14 +68,9 @@ def run(cfg: ExperimentsConfig) -> list[dict]:
             "command": command(cfg, overrides, name),
             "config": asdict(classify_cfg),
         })
-        write(cfg, rows)
+        Path(cfg.results).parent.mkdir(parents=True, exist_ok=True)
+        Path(cfg.results).write_text(json.dumps({"experiments": rows}, indent=2) + "\n")
     return rows
-
-
-def write(cfg: ExperimentsConfig, rows: list[dict]) -> None:
-    out = Path(cfg.results)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"experiments": rows}, indent=2) + "\n")
 
 
 def main(argv=None) -> list[dict]:

@@ -9,33 +9,21 @@ from huggingface_hub import HfApi, ModelCard, ModelCardData
 from safetensors.torch import save_file
 
 
-def export_checkpoint(
-    out_dir: str | Path,
-    state_dict: dict[str, torch.Tensor],
-    config: dict,
-    metrics: dict,
-    card_body: str,
-    card_data: ModelCardData,
-    half: bool = True,
-) -> Path:
+def export_checkpoint(out_dir: str | Path, state_dict: dict[str, torch.Tensor], config: dict, metrics: dict, card_body: str,
+                      card_data: ModelCardData, half: bool = True) -> Path:
     """Write config.json, model.safetensors (fp16 by default), metrics.json and README.md into `out_dir`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tensors = {
-        k: (v.half() if half and v.is_floating_point() else v).contiguous().cpu()
-        for k, v in state_dict.items()
-    }
+    tensors = {k: (v.half() if half and v.is_floating_point() else v).contiguous().cpu() for k, v in state_dict.items()}
     save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    card = ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{card_body.strip()}\n")
-    card.save(out / "README.md")
+    ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{card_body.strip()}\n").save(out / "README.md")
     return out
 
 
-def push_to_hub(folder: str | Path, repo_id: str, private: bool = False) -> str:
+def push_to_hub(folder: str | Path, repo_id: str) -> str:
     """Upload an exported folder; needs network and `huggingface-cli login`."""
     api = HfApi()
-    api.create_repo(repo_id, exist_ok=True, private=private)
-    info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, commit_message="Upload from cxr-demo train/")
-    return str(info)
+    api.create_repo(repo_id, exist_ok=True)
+    return str(api.upload_folder(folder_path=str(folder), repo_id=repo_id, commit_message="Upload from cxr-demo train/"))

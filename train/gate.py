@@ -26,8 +26,7 @@ def pooled_features(model: torch.nn.Module, batches) -> torch.Tensor:
     with capture_pre_logits(model) as captured:
         for x, _ in tqdm(batches, desc="features", leave=False):
             model(x)
-        chunks = list(captured)
-    return torch.cat(chunks)
+        return torch.cat(list(captured))
 
 
 @dataclass
@@ -50,8 +49,7 @@ def main(argv=None) -> None:
     loaded = zoo.load(args.model)
     data = datasets.read_class_folders(args.data)
     splits = datasets.split_80_10_10(data, seed=args.seed)
-    size = loaded.spec.input_size
-    pixels = np.asarray(datasets.cached_pixels(data.paths, size))
+    pixels = np.asarray(datasets.cached_pixels(data.paths, loaded.spec.input_size))
     gate, stats = fit_gate(loaded.module, pixels, data.labels, splits, loaded.options.get("preprocess", "none"),
                            loaded.spec.mean, loaded.spec.std)
     weights, _ = split_state(load_file(loaded.folder / zoo.WEIGHTS_FILE))

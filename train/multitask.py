@@ -10,7 +10,6 @@ decoder only runs on samples with a mask.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import segmentation_models_pytorch as smp
@@ -22,7 +21,7 @@ from cxr_demo.io.preprocess import normalize
 from cxr_demo.tasks.metrics import classification_report
 from train import data as datasets
 from train.classify import train_augment
-from train.engine import Export, TrainConfig, Trainer, fit, main, progress
+from train.engine import Export, TrainConfig, Trainer, main, progress
 from train.segment import (MEAN, STD, SegmentConfig, as_tensors, build_model, dice_iou, joint_augment, predict_logits, read_source,
                            split_index)
 
@@ -142,9 +141,7 @@ of young children from one hospital). Minutes per epoch (2-core CPU): {minutes_p
 """
 
 
-def train(cfg: MultitaskConfig) -> Path:
-    return fit(cfg, MultitaskTrainer)
-
+train = MultitaskTrainer.train
 
 if __name__ == "__main__":
     main(MultitaskConfig, MultitaskTrainer, __doc__, required=("seg_data", "cls_data"))

@@ -57,13 +57,10 @@ Maker = Callable[[np.random.Generator, int, int], np.ndarray]  # (rng, height, w
 # there offline (scikit-image is not a project dependency; a codec may be missing) is skipped.
 _SOURCES: dict[str, dict[str, tuple[str, ...]]] = {
     "train": {
-        "photo": (
-            "sklearn:china.jpg", "gradio:cheetah.jpg", "gradio:groot.jpeg", "gradio:hf-logo_transpng.png",
-            "matplotlib:grace_hopper.jpg", "matplotlib:Minduka_Present_Blue_Pack.png",
-            "skimage:astronaut.png", "skimage:camera.png", "skimage:coffee.png", "skimage:chelsea.png",
-            "skimage:rocket.jpg", "skimage:brick.png", "skimage:grass.png", "skimage:color.png", "skimage:horse.png",
-            "skimage:hubble_deep_field.jpg",
-        ),
+        "photo": ("sklearn:china.jpg", "gradio:cheetah.jpg", "gradio:groot.jpeg", "gradio:hf-logo_transpng.png",
+                  "matplotlib:grace_hopper.jpg", "matplotlib:Minduka_Present_Blue_Pack.png", "skimage:astronaut.png", "skimage:camera.png",
+                  "skimage:coffee.png", "skimage:chelsea.png", "skimage:rocket.jpg", "skimage:brick.png", "skimage:grass.png",
+                  "skimage:color.png", "skimage:horse.png", "skimage:hubble_deep_field.jpg"),
         "document": ("skimage:page.png",),
         "screenshot": (),
         "noise": (),
@@ -72,10 +69,8 @@ _SOURCES: dict[str, dict[str, tuple[str, ...]]] = {
         "other_medical": ("pydicom:examples_palette.dcm", "pydicom:JPEG2000.dcm", "skimage:retina.jpg", "skimage:cell.png"),
     },
     "suite": {
-        "photo": (
-            "sklearn:flower.jpg", "gradio:lion.jpg", "gradio:tower.jpg", "gradio:cheetah1.jpg", "matplotlib:logo2.png",
-            "skimage:coins.png", "skimage:moon.png", "skimage:gravel.png", "skimage:clock_motion.png", "skimage:logo.png",
-        ),
+        "photo": ("sklearn:flower.jpg", "gradio:lion.jpg", "gradio:tower.jpg", "gradio:cheetah1.jpg", "matplotlib:logo2.png",
+                  "skimage:coins.png", "skimage:moon.png", "skimage:gravel.png", "skimage:clock_motion.png", "skimage:logo.png"),
         "document": ("skimage:text.png",),
         "screenshot": ("gradio:screenshot.gif",),
         "noise": (),
@@ -130,20 +125,14 @@ class _Style:
 
 
 _STYLES = {
-    "train": _Style(
-        words=_TRAIN_WORDS, margin=(0.06, 0.12), body_size=(0.014, 0.03), columns=(1, 1, 2), line_spacing=(1.2, 1.45),
-        dark_theme=0.3, window_buttons="mac", sidebar=("left", "none"), tabs=False, radius=(0.2, 0.5),
-    ),
-    "suite": _Style(
-        words=_SUITE_WORDS, margin=(0.03, 0.08), body_size=(0.012, 0.026), columns=(1, 2, 3), line_spacing=(1.1, 1.7),
-        dark_theme=0.5, window_buttons="windows", sidebar=("right", "none", "left"), tabs=True, radius=(0.0, 0.3),
-    ),
+    "train": _Style(words=_TRAIN_WORDS, margin=(0.06, 0.12), body_size=(0.014, 0.03), columns=(1, 1, 2), line_spacing=(1.2, 1.45),
+                    dark_theme=0.3, window_buttons="mac", sidebar=("left", "none"), tabs=False, radius=(0.2, 0.5)),
+    "suite": _Style(words=_SUITE_WORDS, margin=(0.03, 0.08), body_size=(0.012, 0.026), columns=(1, 2, 3), line_spacing=(1.1, 1.7),
+                    dark_theme=0.5, window_buttons="windows", sidebar=("right", "none", "left"), tabs=True, radius=(0.0, 0.3)),
 }
 
 
 # ---------------------------------------------------------------------------------------------------------------- API
-
-
 def non_cxr_images(split: str, n: int, seed: int = 0) -> list[tuple[np.ndarray, str]]:
     """`n` grayscale uint8 HxW images that are not chest X-rays, each with its kind, balanced across `NON_CXR_KINDS`.
 
@@ -170,14 +159,8 @@ def misoriented(image: np.ndarray) -> list[tuple[np.ndarray, str]]:
     image = np.asarray(image)
     if image.ndim != 2 or image.dtype != np.uint8:
         raise ValueError(f"expected a uint8 HxW image, got {image.dtype} {image.shape}")
-    versions = [
-        (np.rot90(image, -1), ROT_CW),
-        (np.rot90(image, 2), UPSIDE_DOWN),
-        (np.rot90(image, 1), ROT_CCW),
-        (np.flipud(image), UPSIDE_DOWN),
-        (np.fliplr(image), MIRRORED),
-        (255 - image, INVERTED),
-    ]
+    versions = [(np.rot90(image, -1), ROT_CW), (np.rot90(image, 2), UPSIDE_DOWN), (np.rot90(image, 1), ROT_CCW),
+                (np.flipud(image), UPSIDE_DOWN), (np.fliplr(image), MIRRORED), (255 - image, INVERTED)]
     return [(np.ascontiguousarray(version), label) for version, label in versions]
 
 
@@ -187,8 +170,6 @@ def label_slug(label: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------------------ the draws
-
-
 @cache
 def _menu(split: str, kind: str) -> tuple[tuple[Maker, ...], np.ndarray]:
     """The makers for one kind in one split and the probability of each."""
@@ -203,15 +184,10 @@ def _menu(split: str, kind: str) -> tuple[tuple[Maker, ...], np.ndarray]:
 
 
 def _procedural(split: str, kind: str) -> Maker | None:
-    if kind == "document":
-        return partial(_document, split=split)
-    if kind == "screenshot":
-        return partial(_screenshot, split=split)
-    if kind == "noise":
-        return _noise
-    if kind == "ct" and split == "train":  # the suite's CT stays real scans only
-        return _ct_phantom
-    return None
+    makers = {"document": partial(_document, split=split), "screenshot": partial(_screenshot, split=split), "noise": _noise}
+    if split == "train":  # the suite's CT stays real scans only
+        makers["ct"] = _ct_phantom
+    return makers.get(kind)
 
 
 def _target_size(rng: np.random.Generator) -> tuple[int, int]:
@@ -233,8 +209,6 @@ def _assert_disjoint() -> None:
 
 
 # ------------------------------------------------------------------------------------------------ bundled images
-
-
 @cache
 def _load_source(spec: str) -> np.ndarray | None:
     """float32 (frames, H, W, channels) pixels of one bundled image, in its own units (HU for CT); None if unavailable."""
@@ -247,17 +221,10 @@ def _load_source(spec: str) -> np.ndarray | None:
         return None
 
 
-def _package_dir(library: str) -> Path | None:
+def _read_package_file(library: str, name: str) -> np.ndarray | None:
     package, *parts = _PACKAGE_DIRS[library]
     spec = importlib.util.find_spec(package)  # locates the package without running its (slow) __init__
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations)), *parts)
-
-
-def _read_package_file(library: str, name: str) -> np.ndarray | None:
-    folder = _package_dir(library)
-    path = folder / name if folder else None
+    path = Path(next(iter(spec.submodule_search_locations)), *parts, name) if spec and spec.submodule_search_locations else None
     if path is None or not path.is_file():
         return None  # e.g. scikit-image data that would have to be downloaded
     if name == "s1045.ima.gz":  # matplotlib's raw 256x256 16-bit MR slice
@@ -297,10 +264,7 @@ def _from_source(rng: np.random.Generator, height: int, width: int, spec: str, k
     stack = _load_source(spec)
     assert stack is not None  # `_menu` only offers sources that loaded
     frame = stack[rng.integers(len(stack))]
-    if kind == "ct" and spec.startswith("pydicom:"):
-        unit = _ct_window(frame, rng)
-    else:
-        unit = _stretch(frame, 0.5, 99.5)
+    unit = _ct_window(frame, rng) if kind == "ct" and spec.startswith("pydicom:") else _stretch(frame, 0.5, 99.5)
     return _augment(_to_gray(unit, rng), rng, height, width, rotate=kind not in ("document", "screenshot"))
 
 
@@ -360,8 +324,6 @@ def _to_uint8(x: np.ndarray) -> np.ndarray:
 
 
 # -------------------------------------------------------------------------------------------------------- noise
-
-
 def _noise(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     pattern = _NOISE_PATTERNS[rng.integers(len(_NOISE_PATTERNS))]
     return _to_uint8(pattern(rng, height, width))
@@ -418,8 +380,6 @@ _NOISE_PATTERNS = (_uniform_noise, _gaussian_noise, _smooth_noise, _salt_and_pep
 
 
 # ------------------------------------------------------------------------------------------------------- CT phantom
-
-
 def _ct_phantom(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     """A rough axial chest CT slice in HU (body, fat, lungs with vessels, heart, spine, ribs, table), then windowed:
     the training CT files are few, and an axial chest slice is the CT most likely to be uploaded here."""
@@ -449,8 +409,6 @@ def _ct_phantom(rng: np.random.Generator, height: int, width: int) -> np.ndarray
 
 
 # ------------------------------------------------------------------------------------------------------ text & fonts
-
-
 @cache
 def _fonts(split: str) -> tuple[tuple[str | None, str | None], ...]:
     """(regular, bold) font files per family; families alternate between the splits, PIL's own font is train's."""
@@ -478,11 +436,6 @@ def _font(path: str | None, size: int) -> ImageFont.FreeTypeFont | ImageFont.Ima
     return ImageFont.load_default(size=size) if path is None else ImageFont.truetype(path, size)
 
 
-def _words(rng: np.random.Generator, style: _Style, count: int, capitalise: bool = True) -> str:
-    text = " ".join(style.words[i] for i in rng.integers(len(style.words), size=max(1, count)))
-    return text[:1].upper() + text[1:] if capitalise else text
-
-
 def _wrap(text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, width: float) -> list[str]:
     lines, line = [], ""
     for word in text.split():
@@ -495,8 +448,6 @@ def _wrap(text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, width: 
 
 
 # ------------------------------------------------------------------------------------------------------- documents
-
-
 class _Flow:
     """Lays blocks out top to bottom, then in the next column; `place` says where a block goes, or None when full."""
 
@@ -535,7 +486,9 @@ class _Canvas:
         return _font(self.fonts[bold], round(self.size * scale))
 
     def words(self, low: int, high: int, capitalise: bool = True) -> str:
-        return _words(self.rng, self.style, int(self.rng.integers(low, high)), capitalise)
+        count = int(self.rng.integers(low, high))
+        text = " ".join(self.style.words[i] for i in self.rng.integers(len(self.style.words), size=max(1, count)))
+        return text[:1].upper() + text[1:] if capitalise else text
 
 
 def _canvas(rng: np.random.Generator, split: str, height: int, width: int, size: int, shades: dict[str, int]) -> _Canvas:
@@ -564,8 +517,7 @@ def _document(rng: np.random.Generator, height: int, width: int, split: str) -> 
 def _paragraph(c: _Canvas, flow: _Flow, line_height: int) -> bool:
     font = c.font()
     for line in _wrap(c.words(12, 90) + ".", font, flow.column_width):
-        spot = flow.place(line_height)
-        if spot is None:
+        if (spot := flow.place(line_height)) is None:
             return False
         c.draw.text(spot, line, fill=c.shades["text"], font=font)
     return True
@@ -582,8 +534,7 @@ def _heading(c: _Canvas, flow: _Flow, line_height: int) -> bool:
 def _bullets(c: _Canvas, flow: _Flow, line_height: int) -> bool:
     font, half, dot = c.font(), c.size // 2, max(1, c.size // 6)
     for _ in range(int(c.rng.integers(2, 7))):
-        spot = flow.place(line_height)
-        if spot is None:
+        if (spot := flow.place(line_height)) is None:
             return False
         x, y = spot
         c.draw.ellipse((x + half - dot, y + half - dot, x + half + dot, y + half + dot), fill=c.shades["text"])
@@ -595,8 +546,7 @@ def _bullets(c: _Canvas, flow: _Flow, line_height: int) -> bool:
 def _table(c: _Canvas, flow: _Flow, line_height: int) -> bool:
     rows, cols = int(c.rng.integers(3, 10)), int(c.rng.integers(2, 6))
     row_height = round(line_height * 1.3)
-    spot = flow.place(rows * row_height)
-    if spot is None:
+    if (spot := flow.place(rows * row_height)) is None:
         return False
     x, y = spot
     cell = flow.column_width // cols
@@ -624,8 +574,6 @@ def _scan(page: Image.Image, rng: np.random.Generator, paper: int) -> np.ndarray
 
 
 # ----------------------------------------------------------------------------------------------------- screenshots
-
-
 def _screenshot(rng: np.random.Generator, height: int, width: int, split: str) -> np.ndarray:
     """An application window: title bar, optional tabs and sidebar, then text, fields, buttons, charts and tables."""
     style = _STYLES[split]
@@ -712,16 +660,14 @@ def _content(c: _Canvas, box: tuple[int, int, int, int]) -> None:
 def _ui_text(c: _Canvas, flow: _Flow) -> bool:
     font = c.font(bold=c.rng.random() < 0.3)
     for line in _wrap(c.words(3, 40), font, flow.column_width)[:4]:
-        spot = flow.place(round(c.size * 1.5))
-        if spot is None:
+        if (spot := flow.place(round(c.size * 1.5))) is None:
             return False
         c.draw.text(spot, line, fill=c.shades["text"], font=font)
     return True
 
 
 def _ui_field(c: _Canvas, flow: _Flow) -> bool:
-    spot = flow.place(round(c.size * 4))
-    if spot is None:
+    if (spot := flow.place(round(c.size * 4))) is None:
         return False
     (x, y), font, s = spot, c.font(), c.size
     c.draw.text((x, y), c.words(1, 3), fill=c.shades["text"], font=font)
@@ -734,8 +680,7 @@ def _ui_field(c: _Canvas, flow: _Flow) -> bool:
 
 def _ui_buttons(c: _Canvas, flow: _Flow) -> bool:
     height = round(c.size * 2.2)
-    spot = flow.place(height)
-    if spot is None:
+    if (spot := flow.place(height)) is None:
         return False
     (x, y), font = spot, c.font(bold=True)
     for i in range(int(c.rng.integers(1, 5))):
@@ -753,8 +698,7 @@ def _ui_buttons(c: _Canvas, flow: _Flow) -> bool:
 def _place_block(c: _Canvas, flow: _Flow, low: float, high: float) -> tuple[int, int, int] | None:
     """(x, y, height) of a block `low`..`high` text sizes high at the flow's next spot; None when the page is full."""
     height = round(c.size * c.rng.uniform(low, high))
-    spot = flow.place(height)
-    return None if spot is None else (*spot, height)
+    return None if (spot := flow.place(height)) is None else (*spot, height)
 
 
 def _ui_chart(c: _Canvas, flow: _Flow) -> bool:
@@ -776,8 +720,7 @@ def _ui_chart(c: _Canvas, flow: _Flow) -> bool:
 def _ui_rows(c: _Canvas, flow: _Flow) -> bool:
     font, height = c.font(), round(c.size * 2)
     for i in range(int(c.rng.integers(3, 9))):
-        spot = flow.place(height)
-        if spot is None:
+        if (spot := flow.place(height)) is None:
             return False
         x, y = spot
         if i % 2:
@@ -800,8 +743,6 @@ def _ui_picture(c: _Canvas, flow: _Flow) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------------------------- CLI
-
-
 def _read_cxr(path: Path) -> np.ndarray:
     """An upright CXR file as uint8 HxW: DICOM through the app's own reader, bitmaps through PIL."""
     if path.suffix.lower() == ".dcm":
@@ -865,9 +806,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_config(SuiteConfig, argv, __doc__.splitlines()[0])
     kinds = _write_non_cxr(args.out / "non-cxr", args.n, args.seed)
     labels = _write_misoriented(args.out / "misoriented", args.cxr_dir) if args.cxr_dir else Counter()
-    for name, count in [(f"non-cxr/{kind}", kinds[kind]) for kind in NON_CXR_KINDS] + [
-        (f"misoriented/{label_slug(label)}", labels[label]) for label in MISORIENTED_LABELS
-    ]:
+    rows = [(f"non-cxr/{kind}", kinds[kind]) for kind in NON_CXR_KINDS]
+    for name, count in rows + [(f"misoriented/{label_slug(label)}", labels[label]) for label in MISORIENTED_LABELS]:
         print(f"{name:<40} {count:5d}")
 
 

@@ -16,7 +16,6 @@ from train.data import IMAGE_SUFFIXES
 class Pair:
     image: Path
     mask: Path | None  # None: an RLE-defined or empty mask, given by `rle`
-    source: str = ""
     rle: tuple[str, ...] = ()
     relative_rle: bool = False
 
@@ -29,10 +28,8 @@ def read_image_mask_folder(root: str | Path, images: str = "images", masks: str 
         mask_dir = image_dir.parent / masks
         if not mask_dir.is_dir():
             continue
-        for image in sorted(image_dir.iterdir()):
-            mask = mask_dir / image.name
-            if image.suffix.lower() in IMAGE_SUFFIXES and mask.is_file():
-                pairs.append(Pair(image, mask, source=str(image_dir.parent.relative_to(root)) if image_dir.parent != root else root.name))
+        pairs += [Pair(image, mask_dir / image.name) for image in sorted(image_dir.iterdir())
+                  if image.suffix.lower() in IMAGE_SUFFIXES and (mask_dir / image.name).is_file()]
     if not pairs:
         raise FileNotFoundError(f"No image/mask pairs under {root}: expected {images}/X.png beside {masks}/X.png.")
     return sorted(set(pairs), key=lambda p: str(p.image))
@@ -46,7 +43,7 @@ def read_pairs_csv(path: str | Path) -> list[Pair]:
     missing = {"image", "mask"} - set(rows[0] if rows else {})
     if missing:
         raise ValueError(f"{path} needs columns image and mask; missing {sorted(missing)}")
-    return [Pair(path.parent / r["image"], path.parent / r["mask"], source=r.get("source", "")) for r in rows]
+    return [Pair(path.parent / r["image"], path.parent / r["mask"]) for r in rows]
 
 
 def decode_rle(rle: str, height: int, width: int, relative: bool = False) -> np.ndarray:
@@ -84,23 +81,19 @@ def encode_rle(mask: np.ndarray, relative: bool = False) -> str:
     return " ".join(f"{s + 1} {e - s}" for s, e in zip(starts, ends))
 
 
-def read_siim_rle(csv_path: str | Path, dicom_dir: str | Path, relative: bool | None = None) -> list[Pair]:
+def read_siim_rle(csv_path: str | Path, dicom_dir: str | Path) -> list[Pair]:
     """SIIM-ACR: `ImageId, EncodedPixels` rows (several per image for several regions), DICOMs named `<ImageId>.dcm`.
-    `relative=None` takes the stage-1 relative format for files named like the original `train-rle-sample*`."""
+    Files named like the original `train-rle-sample*` are in the stage-1 relative format."""
     csv_path, dicom_dir = Path(csv_path), Path(dicom_dir)
-    if relative is None:
-        relative = "sample" in csv_path.name
+    relative = "sample" in csv_path.name
     runs: dict[str, list[str]] = {}
     with open(csv_path, newline="", encoding="utf-8-sig") as handle:
         for row in csv.reader(handle):
             if not row or row[0] == "ImageId":
                 continue
             runs.setdefault(row[0].strip(), []).append(row[1].strip())
-    pairs = []
-    for image_id, rles in runs.items():
-        dicom = dicom_dir / f"{image_id}.dcm"
-        if dicom.is_file():
-            pairs.append(Pair(dicom, None, source="siim-acr", rle=tuple(r for r in rles if r != "-1"), relative_rle=relative))
+    pairs = [Pair(dicom_dir / f"{image_id}.dcm", None, rle=tuple(r for r in rles if r != "-1"), relative_rle=relative)
+             for image_id, rles in runs.items() if (dicom_dir / f"{image_id}.dcm").is_file()]
     if not pairs:
         raise FileNotFoundError(f"No DICOMs in {dicom_dir} match the image ids in {csv_path}.")
     return pairs

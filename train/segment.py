@@ -23,7 +23,7 @@ from torchvision.transforms import v2
 from tqdm import tqdm
 
 from cxr_demo.io.preprocess import apply_steps, normalize
-from train.engine import Export, TrainConfig, Trainer, fit, main, progress
+from train.engine import Export, TrainConfig, Trainer, main, progress
 from train.seg_data import Pair, load_pair, read_image_mask_folder, read_pairs_csv, read_siim_rle
 
 ARCHITECTURES = ("unet", "unetplusplus", "manet", "fpn", "pspnet", "pan", "deeplabv3", "deeplabv3plus")
@@ -50,10 +50,8 @@ class SegmentConfig(TrainConfig):
 def read_source(spec: str) -> list[Pair]:
     path, _, extra = spec.partition("::")
     path = Path(path)
-    if path.suffix == ".csv" and extra:
-        return read_siim_rle(path, extra)
     if path.suffix == ".csv":
-        return read_pairs_csv(path)
+        return read_siim_rle(path, extra) if extra else read_pairs_csv(path)
     return read_image_mask_folder(path, masks=extra or "masks")
 
 
@@ -85,14 +83,10 @@ def load_encoder_init(encoder: torch.nn.Module, path: Path) -> None:
 
 def joint_augment(size: int, steps: str):
     """Geometry moves image and mask together; intensity changes touch the image only."""
-    geometric = v2.Compose([
-        v2.RandomResizedCrop(size, scale=(0.6, 1.0), ratio=(0.8, 1.25), antialias=True),
-        v2.RandomAffine(degrees=10, translate=(0.05, 0.05), scale=(0.9, 1.1)),
-    ])
-    photometric = v2.Compose([
-        v2.RandomApply([v2.GaussianBlur(5, sigma=(0.1, 1.5))], p=0.3),
-        v2.RandomApply([v2.ColorJitter(brightness=0.2, contrast=0.3)], p=0.5),
-    ])
+    geometric = v2.Compose([v2.RandomResizedCrop(size, scale=(0.6, 1.0), ratio=(0.8, 1.25), antialias=True),
+                            v2.RandomAffine(degrees=10, translate=(0.05, 0.05), scale=(0.9, 1.1))])
+    photometric = v2.Compose([v2.RandomApply([v2.GaussianBlur(5, sigma=(0.1, 1.5))], p=0.3),
+                              v2.RandomApply([v2.ColorJitter(brightness=0.2, contrast=0.3)], p=0.5)])
 
     def augment(image: torch.Tensor, mask: torch.Tensor):
         image, mask = geometric(tv_tensors.Image(image), tv_tensors.Mask(mask))
@@ -205,10 +199,6 @@ class SegmentTrainer(Trainer):
                       summary={"test": metrics["test"], "external": metrics["external"]})
 
 
-def train(cfg: SegmentConfig) -> Path:
-    return fit(cfg, SegmentTrainer)
-
-
 def model_card(cfg: SegmentConfig, name: str, metrics: dict) -> str:
     external = "\n".join(f"| {spec} | {m['dice']:.4f} | {m['iou']:.4f} | {m['n']} |" for spec, m in metrics["external"].items())
     return f"""
@@ -238,6 +228,8 @@ from {len(cfg.data)} source(s) ({", ".join(cfg.data)}); expect failures on child
 border, and images with unusual framing. Not for clinical measurement.
 """
 
+
+train = SegmentTrainer.train
 
 if __name__ == "__main__":
     main(SegmentConfig, SegmentTrainer, __doc__, required=("data",))
