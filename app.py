@@ -2,9 +2,9 @@
 import logging
 import os
 
-from cxr_demo.zoo.runtime import limit_malloc_arenas
 from cxr_demo.ui import CSS, build_demo
 from cxr_demo.ui.warmup import warm_up_in_background
+from cxr_demo.zoo.runtime import limit_malloc_arenas
 
 limit_malloc_arenas()  # before any model or worker thread allocates
 demo = build_demo()
