@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 import tomllib
 
@@ -120,3 +121,29 @@ def test_the_task_table_names_a_training_module_that_exists_for_every_kind():
 
     assert all(importlib.util.find_spec(module) for module in zoo.KINDS.values())
     assert set(zoo.ENDPOINTS) == {"classify", "zeroshot", "segment", "detect"}
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda raw: b"version https://git-lfs.github.com/spec/v1\noid sha256:" + b"0" * 64 + b"\nsize 6123456\n",
+     "is a Git LFS pointer, not the weights: run `git lfs pull`"),
+    (lambda raw: raw[: len(raw) // 3], "truncated or corrupt"),
+    (lambda raw: b"\x00" * 64, "truncated or corrupt"),
+])
+def test_a_broken_checkpoint_says_what_is_wrong_and_the_other_models_still_work(tmp_path, use_zoo, example_png, damage, words):
+    import gradio as gr
+
+    from cxr_demo.ui.classify_tab import classify_image
+    from tests.conftest import SHIPPED_LUNG_SEGMENTER
+
+    good, broken = export_random_classifier(tmp_path / "good", "mobilenetv2_035"), export_random_classifier(tmp_path / "broken", "mobilenetv2_035")
+    weights = broken / "model.safetensors"
+    weights.write_bytes(damage(weights.read_bytes()))
+    entry = dict(task="classify", arch="mobilenetv2_035", labels=LABELS, input_size=224, mean=[0.5], std=[0.5])
+    use_zoo(zoo.Zoo.from_toml(tiny_zoo_toml(tmp_path, [{**entry, "name": "good", "source": f"local:{good}", "default": True},
+                                                       {**entry, "name": "broken", "source": f"local:{broken}"}, SHIPPED_LUNG_SEGMENTER])))
+    with pytest.raises(zoo.ModelUnavailable, match=re.escape(words)):
+        zoo.load("broken")
+    with pytest.raises(gr.Error, match=re.escape(words)):
+        classify_image(str(example_png), "broken")
+    probabilities = classify_image(str(example_png), "good")[0]
+    assert set(probabilities) == set(LABELS)

@@ -13,6 +13,7 @@ import tomllib
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from cxr_demo.zoo.gate import FeatureGate, split_state
@@ -25,6 +26,7 @@ ZOO_FILE = Path(os.environ.get("CXR_DEMO_ZOO", REPO_ROOT / "weights" / "zoo.toml
 WEIGHTS_FILE = "model.safetensors"
 # open_clip's Hub layout; its weights are read only when the repo has a safetensors copy
 OPEN_CLIP_FILES = ("open_clip_config.json", "open_clip_model.safetensors")
+LFS_POINTER = b"version https://git-lfs.github.com/spec/v1"
 
 
 class Zoo:
@@ -136,8 +138,16 @@ def _read_config(folder: Path, spec: ModelSpec) -> dict:
 
 def load_weights(folder: Path) -> dict[str, torch.Tensor]:
     """safetensors only: never unpickle a downloaded file."""
-    path = folder / WEIGHTS_FILE
-    state = load_file(path if path.is_file() else folder / OPEN_CLIP_FILES[1])
+    path = folder / WEIGHTS_FILE if (folder / WEIGHTS_FILE).is_file() else folder / OPEN_CLIP_FILES[1]
+    shown = path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
+    with open(path, "rb") as handle:
+        if handle.read(len(LFS_POINTER)) == LFS_POINTER:  # a clone without git-lfs, or a download that went wrong
+            raise ModelUnavailable(f"{shown} is a Git LFS pointer, not the weights: run `git lfs pull` (or download the file again).")
+    try:
+        state = load_file(path)
+    except (SafetensorError, OSError) as error:
+        raise ModelUnavailable(f"{shown} is not a readable safetensors file (truncated or corrupt: {error}). "
+                               "Download it again, or retrain it with the command in its model card.") from None
     return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
 
 
