@@ -17,6 +17,7 @@ import csv
 import json
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import gradio as gr
@@ -138,8 +139,8 @@ def write_csv(rows: list[dict], out: Path, task: str, model: str) -> None:
 
 
 def summary(rows: list[dict], out: Path, task: str, model: str) -> dict:
-    count = lambda status: sum(row["status"] == status for row in rows)  # noqa: E731
-    return {"files": len(rows), "ok": count("ok"), "flagged": count("flagged"), "errors": count("error"), "out": str(out),
+    count = Counter(row["status"] for row in rows)
+    return {"files": len(rows), "ok": count["ok"], "flagged": count["flagged"], "errors": count["error"], "out": str(out),
             "task": task, "model": model}
 
 
@@ -149,7 +150,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--task", required=True, choices=TASKS)
     parser.add_argument("--out", required=True, type=Path, help="the CSV to write")
     parser.add_argument("--model", help="a zoo model for the task (default: the zoo's default)")
-    parser.add_argument("--analyse-anyway", action="store_true", help="also predict the images the input check flags (they stay flagged)")
+    parser.add_argument("--analyse-anyway", action="store_true",
+                        help="also predict the images the input check flags (their rows stay flagged)")
     args = parser.parse_args(argv)
     if not args.dir.is_dir():
         parser.error(f"{args.dir} is not a folder")
