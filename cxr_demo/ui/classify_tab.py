@@ -1,7 +1,11 @@
 """The Classify tab: probabilities plus a class activation map. Wiring only."""
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import gradio as gr
+import pandas as pd
 
 from cxr_demo import zoo
 from cxr_demo.intake import Intake
@@ -10,9 +14,11 @@ from cxr_demo.io import XRay
 from cxr_demo.render.overlays import display_pixels, gray_to_rgb_uint8, heatmap_overlay, outline_box, with_colour_scale
 from cxr_demo.tasks import classify
 from cxr_demo.tasks.cam import METHODS, SLOW_METHODS
+from cxr_demo.ui import batch_rows
 from cxr_demo.ui.common import (analyse_anyway_box, load_checked, model_choices, notes_markdown, run_on_upload, unreliable, upload_panel,
-                                user_errors)
+                                upload_path, user_errors)
 
+MAX_FILES = 50  # a class set of films; a whole archive belongs to `python -m cxr_demo.batch`
 TOP_PREDICTION = "Top prediction"
 SCORECAM_SECONDS = 12  # the default classifier: 320 masked passes, 12.3 s measured on the 2-core machine (28 s before)
 
@@ -105,6 +111,22 @@ def classify_without_lungs(upload, model: str | None = None, analyse_anyway: boo
     return text, gray_to_rgb_uint8(display_pixels(blanked.pixels))
 
 
+def classify_files(uploads, model: str | None = None, analyse_anyway: bool = False):
+    """Handler: several files at once -> (one row per file, the same table as a CSV to download). A bad file is a row, not a stop."""
+    paths = [upload_path(u) for u in uploads or [] if upload_path(u)]
+    if not paths:
+        raise gr.Error("Choose one or more chest X-ray files first.")
+    if len(paths) > MAX_FILES:
+        raise gr.Error(f"{len(paths)} files: the app takes up to {MAX_FILES} at once. `python -m cxr_demo.batch DIR` runs a whole folder.")
+    with user_errors():
+        rows = batch_rows.run_batch(paths, "classify", model or None, bool(analyse_anyway))
+    for row, path in zip(rows, paths):
+        row["file"] = Path(path).name  # the upload's own name, not the server's temp folder
+    out = Path(tempfile.mkdtemp(prefix="cxr-demo-")) / "classify.csv"
+    batch_rows.write_csv(rows, out, "classify", rows[0]["model"])
+    return pd.read_csv(out).fillna(""), str(out)
+
+
 def build() -> None:
     models = zoo.names("classify")
     default_model = zoo.default("classify").name
@@ -133,11 +155,19 @@ def build() -> None:
                 blanked = gr.Image(label="The film with the lungs removed", type="numpy", height=260, visible=True)
             metadata = gr.Dataframe(headers=["field", "value"], label="Image metadata (no patient identifiers)",
                                     interactive=False, wrap=True)
+    with gr.Accordion(f"Several files at once (up to {MAX_FILES}): a table and a CSV", open=False):
+        files = gr.File(label="Chest X-rays", file_count="multiple", type="filepath", height=130, elem_id="classify-files")
+        run_files = gr.Button("Classify these files", elem_id="classify-files-button")
+        table = gr.Dataframe(label="One row per file: the input check's verdict, the probabilities, or why it could not be read",
+                             interactive=False, wrap=True, elem_id="classify-files-table")
+        download = gr.File(label="The same table as CSV (no patient fields)", elem_id="classify-files-csv")
     model.change(lambda m: (gr.Dropdown(choices=target_choices(m), value=TOP_PREDICTION), model_summary(m)),
                  model, [target, summary], api_visibility="private")
     inputs, outputs = [upload, model, method, target, opacity, anyway], [probabilities, overlay, metadata, notes, why]
     button.click(classify_image, inputs, outputs, api_name="classify", concurrency_id="classify", concurrency_limit=2)
     run_on_upload(upload, shown, classify_image, inputs, outputs, also_clear=(counterfactual, blanked),
                   concurrency_id="classify", concurrency_limit=2)
+    run_files.click(classify_files, [files, model, anyway], [table, download], api_name="classify_files",
+                    concurrency_id="classify", concurrency_limit=2)
     remove.click(classify_without_lungs, [upload, model, anyway], [counterfactual, blanked],
                  api_name="lungs_removed", concurrency_id="classify", concurrency_limit=2)
