@@ -122,7 +122,7 @@ def push(root: Path, space: str, files: list[str], private: bool, hardware: str)
                                    commit_message="Deploy cxr-demo (python -m cxr_demo.deploy)")
         if hardware != "cpu-basic":
             api.request_space_hardware(space, hardware)
-    except Exception as error:  # no traceback for a host: network, auth, permissions, quota
+    except Exception as error:  # noqa: BLE001 - no traceback for a host: network, auth, permissions, quota
         first = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise DeployError(f"the Hugging Face Hub refused or could not be reached ({type(error).__name__}: {first[:200]}). "
                           f"Check the connection and that you are logged in with write access (`huggingface-cli login` or HF_TOKEN).") from None

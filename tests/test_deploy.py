@@ -90,7 +90,7 @@ def test_weights_hub_is_refused_while_defaults_are_local(capsys):
 def test_deploy_offline_fails_with_one_clear_line():
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     result = subprocess.run([sys.executable, "-m", "cxr_demo.deploy", "--space", "org/name"], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode != 0
     assert result.stdout == "" and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert "cannot be reached" in result.stderr and "huggingface-cli login" in result.stderr and "HF_TOKEN" in result.stderr
@@ -99,7 +99,7 @@ def test_deploy_offline_fails_with_one_clear_line():
 def test_publish_offline_fails_with_one_clear_line():
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     result = subprocess.run([sys.executable, "-m", "train.publish", "cxr-lungcrop-effnet-lite0", "--repo", "org/repo"], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 1 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert "cannot be reached" in result.stderr
 
@@ -117,8 +117,8 @@ def test_the_app_starts_from_a_copy_of_exactly_the_upload_list(tmp_path, capsys)
         try:
             with serve.running_app(handle, timeout=300, root=space) as app:
                 client = Client(app.url, verbose=False)
-                label, overlay, metadata, notes, why = client.predict(handle_file(str(space / "examples" / "covid-1000.png")),
-                                                                      api_name="/classify")
+                label, *_ = client.predict(handle_file(str(space / "examples" / "covid-1000.png")),
+                                           api_name="/classify")
         except serve.AppDidNotStart as error:
             pytest.fail(f"{error}\n{log.read_text()[-3000:]}")
     confidences = {c["label"]: c["confidence"] for c in label["confidences"]}

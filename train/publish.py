@@ -101,7 +101,7 @@ def publish(folder: Path, repo: str, private: bool = False) -> str:
             api.create_repo(repo, repo_type="model", exist_ok=True, private=private or None)
             commit = api.upload_folder(repo_id=repo, repo_type="model", folder_path=str(staged),
                                        commit_message=f"Publish {folder.name} from cxr-demo (python -m train.publish)")
-        except Exception as error:  # network, auth, permissions: one line, no traceback
+        except Exception as error:  # noqa: BLE001 - network, auth, permissions: one line, no traceback
             first = str(error).strip().splitlines()[0] if str(error).strip() else ""
             raise RuntimeError(f"the Hugging Face Hub refused or could not be reached ({type(error).__name__}: {first[:200]}). "
                                f"Check the connection and that you are logged in with write access.") from None
