@@ -34,11 +34,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_app(log: IO | int = subprocess.DEVNULL, timeout: float = 120.0) -> Iterator[RunningApp]:
+def running_app(log: IO | int = subprocess.DEVNULL, timeout: float = 120.0, root: str | Path = REPO_ROOT) -> Iterator[RunningApp]:
+    """`python app.py` from `root` (this checkout by default; a deploy's copy in the tests)."""
     port = free_port()
     env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_ANALYTICS_ENABLED": "False"}
     start = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "app.py"], cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen([sys.executable, "app.py"], cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{port}/"
         yield RunningApp(process, url, _wait_until_answering(process, url, start, timeout))
