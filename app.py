@@ -16,8 +16,8 @@ if __name__ == "__main__":
     logging.getLogger("cxr_demo").addHandler(handler)
     logging.getLogger("cxr_demo").setLevel(logging.INFO)
     warm_up_in_background()
-    # a bounded queue: past a full classroom (30 clients, each with one click in flight) a click is told the app is busy
-    # and to try again, instead of waiting minutes behind everyone else
+    # a bounded queue: past 64 waiting clicks (two classrooms of 30, one click in flight each) a click is told the app is
+    # busy and to try again, instead of waiting minutes behind everyone else
     demo.queue(default_concurrency_limit=2, max_size=64).launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"),
         server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
