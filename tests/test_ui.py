@@ -125,3 +125,25 @@ def test_model_summary_quotes_the_card_and_the_shortcut(tmp_path, use_zoo):
     assert "0.951" in text and "n=535" in text and caveat in text
     assert "children" not in model_summary("adult")  # the caveat is the model's, not every classifier's
     assert "Other hospitals: accuracy 0.90 (n=9)" in text and "lungs removed: accuracy **0.58**" in text
+
+
+def test_an_image_output_already_in_gradios_cache_is_never_rewritten_under_a_download(tmp_path, monkeypatch):
+    import pathlib
+
+    import gradio as gr
+    import numpy as np
+
+    from cxr_demo.ui import build_demo
+
+    build_demo()  # installs the cache fix
+    picture = np.full((16, 16, 3), 120, np.uint8)
+    image = gr.Image()
+    image.GRADIO_CACHE = str(tmp_path)
+    first = image.postprocess(picture).path
+    written, write_bytes = [], pathlib.Path.write_bytes
+    monkeypatch.setattr(pathlib.Path, "write_bytes", lambda self, data: (written.append(str(self)), write_bytes(self, data))[1])
+    assert image.postprocess(picture).path == first
+    assert first not in written  # truncating it would cut off a download of the same picture in flight
+    image.postprocess(np.zeros((16, 16, 3), np.uint8))
+    assert written and all(pathlib.Path(w).name.startswith(".") for w in written)  # new pictures appear whole, by rename
+    assert not [p for p in tmp_path.rglob(".*") if p.is_file()]  # and leave no partial file behind

@@ -4,7 +4,7 @@ from __future__ import annotations
 import gradio as gr
 
 from cxr_demo import zoo
-from cxr_demo.ui import classify_tab, compare_tab, detect_tab, segment_tab, zeroshot_tab
+from cxr_demo.ui import cache_fix, classify_tab, compare_tab, detect_tab, segment_tab, zeroshot_tab
 from cxr_demo.ui.common import disclaimer
 
 TITLE = "cxr-demo: chest X-ray AI in the browser"
@@ -19,6 +19,7 @@ HANDLERS = {"classify": classify_tab.classify_image, "zeroshot": zeroshot_tab.ze
 
 
 def build_demo() -> gr.Blocks:
+    cache_fix.install()
     # Gradio keeps every served image in its temp folder; an afternoon of clicks must not fill a Space's disk
     with gr.Blocks(title=TITLE, delete_cache=(600, 1800)) as demo:
         gr.Markdown(f"# {TITLE}\nUpload a frontal chest X-ray and see what small, open models make of it, and why.")
