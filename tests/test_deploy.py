@@ -127,17 +127,18 @@ def test_the_app_starts_from_a_copy_of_exactly_the_upload_list(tmp_path, capsys)
     assert "Traceback" not in log.read_text()
 
 
-def _hf_cache(cache: Path, repo: str, revision: str, source: Path) -> Path:
+def _hf_cache(cache: Path, repo: str, revision: str, source: Path, files=("config.json", "model.safetensors")) -> Path:
     """A Hugging Face cache as huggingface_hub writes it: blobs named by hash, snapshot symlinks, refs/main."""
     repo_dir = cache / f"models--{repo.replace('/', '--')}"
     snapshot = repo_dir / "snapshots" / revision
     snapshot.mkdir(parents=True)
     (repo_dir / "blobs").mkdir()
-    for name in ("config.json", "model.safetensors"):
+    for name in files:
         data = (source / name).read_bytes()
         blob = repo_dir / "blobs" / hashlib.sha256(data).hexdigest()
         blob.write_bytes(data)
-        (snapshot / name).symlink_to(os.path.relpath(blob, snapshot))
+        (snapshot / name).parent.mkdir(parents=True, exist_ok=True)
+        (snapshot / name).symlink_to(os.path.relpath(blob, (snapshot / name).parent))
     (repo_dir / "refs").mkdir()
     (repo_dir / "refs" / "main").write_text(revision)
     return snapshot
@@ -177,6 +178,25 @@ def test_hub_model_loads_offline_from_a_real_hf_cache(tmp_path, monkeypatch, use
     import torch
     with torch.no_grad():
         assert loaded.module(torch.rand(1, 1, 224, 224)).shape == (1, len(LABELS))
+
+
+def test_the_published_zero_shot_model_loads_offline_from_a_real_hf_cache(tmp_path, monkeypatch, use_zoo):
+    from huggingface_hub import constants
+
+    from cxr_demo.zoo.catalog import LIT_FILES
+
+    revision = "89abcdef0123456789abcdef0123456789abcdef"
+    cache = tmp_path / "hf" / "hub"
+    snapshot = _hf_cache(cache, "cxr-demo/lit", revision, REPO / "weights" / "cxr-lit-effnet-minilm", LIT_FILES)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(catalog, "REPO_ROOT", tmp_path / "repo")  # no weights/lit-hub/: only the Hub cache can answer
+    spec = zoo.ModelSpec(name="lit-hub", task="zeroshot", arch="open_clip", labels=tuple(LABELS), input_size=224,
+                         source=f"hf-hub:cxr-demo/lit@{revision}")
+    use_zoo(zoo.Zoo([spec]))
+    loaded = zoo.load("lit-hub")
+    assert loaded.folder == snapshot
+    assert loaded.module.encode_text(["clear lungs"]).shape[0] == 1
 
 
 def _front_matter(card) -> dict:

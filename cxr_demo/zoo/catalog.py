@@ -27,6 +27,9 @@ WEIGHTS_FILE = "model.safetensors"
 # open_clip's Hub layout; its weights are read only when the repo has a safetensors copy
 OPEN_CLIP_FILES = ("open_clip_config.json", "open_clip_model.safetensors")
 LFS_POINTER = b"version https://git-lfs.github.com/spec/v1"
+# a cxr-demo LiT export (`train.clip`, `train.publish`): open_clip's layout plus the text tower's config and tokenizer
+LIT_FILES = ("config.json", WEIGHTS_FILE, OPEN_CLIP_FILES[0], "text/config.json", "tokenizer.json", "tokenizer_config.json",
+             "vocab.txt", "special_tokens_map.json")
 
 
 class Zoo:
@@ -108,9 +111,10 @@ def _download(spec: ModelSpec) -> Path:
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
     repo, _, revision = spec.source.removeprefix("hf-hub:").partition("@")
+    fetch = lambda name: hf_hub_download(repo, name, revision=revision or None, etag_timeout=5)  # noqa: E731
     try:
-        files = OPEN_CLIP_FILES if spec.task == "zeroshot" else ("config.json", WEIGHTS_FILE)
-        config = [hf_hub_download(repo, name, revision=revision or None, etag_timeout=5) for name in files][0]
+        files = _zeroshot_files(fetch) if spec.task == "zeroshot" else ("config.json", WEIGHTS_FILE)
+        config = [fetch(name) for name in files][0]
     except (LocalEntryNotFoundError, OfflineModeIsEnabled, OSError) as error:
         raise ModelUnavailable(
             f"Model {spec.name!r} lives on the Hugging Face Hub ({repo}) and this machine cannot reach it "
@@ -122,6 +126,17 @@ def _download(spec: ModelSpec) -> Path:
             f"It may be private, renamed, or have no safetensors weights (pickled weights are never loaded)."
         ) from None
     return Path(config).parent
+
+
+def _zeroshot_files(fetch) -> tuple[str, ...]:
+    """A LiT export names its text tower in config.json; any other repo is read in open_clip's own Hub layout."""
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        config = json.loads(Path(fetch("config.json")).read_text())
+    except (EntryNotFoundError, json.JSONDecodeError):
+        config = {}
+    return LIT_FILES if "text_tower" in config else OPEN_CLIP_FILES
 
 
 def _read_config(folder: Path, spec: ModelSpec) -> dict:
