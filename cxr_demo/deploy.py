@@ -13,15 +13,14 @@ import argparse
 import glob
 import subprocess
 import sys
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from huggingface_hub.utils import filter_repo_objects
 
+from cxr_demo.zoo.catalog import REPO_ROOT, Zoo
 from cxr_demo.zoo.spec import ModelSpec
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 ZOO = "weights/zoo.toml"
 # what `python app.py` needs, besides the checkpoints (added per model); README.md carries the Space's front matter
 APP_PATTERNS = ("app.py", "README.md", "requirements.txt", "LICENSE", "cxr_demo/*", ZOO, "examples/*",
@@ -51,11 +50,6 @@ def tracked_files(root: Path) -> list[str]:
     return sorted(p for p in out.decode().split("\0") if p and (root / p).is_file())
 
 
-def zoo_specs(root: Path) -> list[ModelSpec]:
-    with open(root / ZOO, "rb") as handle:
-        return [ModelSpec.from_dict(e) for e in tomllib.load(handle).get("model", [])]
-
-
 def _folder(root: Path, spec: ModelSpec) -> str:
     """A local model's folder, repo-relative; a source outside the repo cannot be deployed."""
     folder = Path(spec.source.removeprefix("local:"))
@@ -69,7 +63,7 @@ def _folder(root: Path, spec: ModelSpec) -> str:
 def plan(root: Path = REPO_ROOT, weights: str = "local") -> Plan:
     """The files to upload and the warnings to show, from git's tracked files and the zoo."""
     tracked = tracked_files(root)
-    specs = zoo_specs(root)
+    specs = Zoo.from_toml(root / ZOO).specs()  # the app's own reading of zoo.toml, duplicate names refused alike
     model_patterns, warnings = [], []
     if weights == "hub":
         local_defaults = [s.name for s in specs if s.default and not s.is_hub]

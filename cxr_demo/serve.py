@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterator
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from cxr_demo.zoo.catalog import REPO_ROOT
+
 
 
 class AppDidNotStart(RuntimeError):

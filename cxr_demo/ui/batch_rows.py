@@ -45,7 +45,7 @@ def find_images(root: Path) -> list[Path]:
     return found
 
 
-def model_choices(task: str) -> list[str]:
+def task_models(task: str) -> list[str]:
     """The models the task's tab offers: a multi-task U-Net segments, but its classifier head is not Classify's."""
     kinds = zoo.TASKS[task].kinds if task == "segment" else (task,)
     return [name for kind in kinds for name in zoo.names(kind)]
@@ -56,7 +56,7 @@ def resolve_model(task: str, model: str | None) -> str:
     not a CSV of identical errors."""
     if task not in TASKS:
         raise ValueError(f"Batch mode runs {', '.join(TASKS)}; not {task!r}.")
-    choices = model_choices(task)
+    choices = task_models(task)
     name = model or (zoo.default(task).name if choices else None)
     if name not in choices:
         raise zoo.UnknownModel(f"No {task} model {name!r} in the zoo. Choose one of: {', '.join(choices) or 'none installed'}.")
@@ -118,12 +118,16 @@ def run_batch(paths, task: str, model: str | None = None, analyse_anyway: bool =
     return rows
 
 
-def write_csv(rows: list[dict], out: Path, task: str, model: str) -> None:
+def columns(rows: list[dict], task: str, model: str) -> list[str]:
+    """The task's declared columns in order, then any a row added beyond them."""
     declared = [*BASE_COLUMNS, *task_columns(task, model)]
-    extra = [key for key in dict.fromkeys(k for row in rows for k in row) if key not in declared]
+    return declared + [key for key in dict.fromkeys(k for row in rows for k in row) if key not in declared]
+
+
+def write_csv(rows: list[dict], out: Path, task: str, model: str) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="", encoding="utf-8") as file:
-        writer = csv.DictWriter(file, fieldnames=declared + extra, restval="")
+        writer = csv.DictWriter(file, fieldnames=columns(rows, task, model), restval="")
         writer.writeheader()
         writer.writerows(rows)
 

@@ -124,7 +124,7 @@ def classify_files(uploads, model: str | None = None, analyse_anyway: bool = Fal
         row["file"] = Path(path).name  # the upload's own name, not the server's temp folder
     out = Path(tempfile.mkdtemp(prefix="cxr-demo-")) / "classify.csv"
     batch_rows.write_csv(rows, out, "classify", rows[0]["model"])
-    return pd.read_csv(out).fillna(""), str(out)
+    return pd.DataFrame(rows, columns=batch_rows.columns(rows, "classify", rows[0]["model"])).fillna(""), str(out)
 
 
 def build() -> None:
