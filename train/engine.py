@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from tqdm import tqdm
 
 from train.cli import parse_config
-from train.export import export_checkpoint, push_to_hub
+from train.export import export_checkpoint
 
 
 @dataclass(kw_only=True)
@@ -211,6 +211,8 @@ def finish(trainer: Trainer, run_dir: Path, state: dict) -> Path:
                             export.metrics, export.card, export.card_data)
     trainer.after_export(out, export)
     print(json.dumps(export.summary), flush=True)
-    if cfg.push_to_hub:
-        print(push_to_hub(out, cfg.push_to_hub))
+    if cfg.push_to_hub:  # the same upload as `python -m train.publish`: the card carries model-index, refusals are one line
+        from train.publish import publish
+
+        print(f"pushed to https://huggingface.co/{cfg.push_to_hub} at revision {publish(out, cfg.push_to_hub)}")
     return out

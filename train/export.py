@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 import torch
-from huggingface_hub import HfApi, ModelCard, ModelCardData
+from huggingface_hub import ModelCard, ModelCardData
 from safetensors.torch import save_file
 
 
@@ -20,10 +20,3 @@ def export_checkpoint(out_dir: str | Path, state_dict: dict[str, torch.Tensor], 
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{card_body.strip()}\n").save(out / "README.md")
     return out
-
-
-def push_to_hub(folder: str | Path, repo_id: str) -> str:
-    """Upload an exported folder; needs network and `huggingface-cli login`."""
-    api = HfApi()
-    api.create_repo(repo_id, exist_ok=True)
-    return str(api.upload_folder(folder_path=str(folder), repo_id=repo_id, commit_message="Upload from cxr-demo train/"))
