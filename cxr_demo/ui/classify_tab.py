@@ -124,7 +124,10 @@ def classify_files(uploads, model: str | None = None, analyse_anyway: bool = Fal
         row["file"] = Path(path).name  # the upload's own name, not the server's temp folder
     out = Path(tempfile.mkdtemp(prefix="cxr-demo-")) / "classify.csv"
     batch_rows.write_csv(rows, out, "classify", rows[0]["model"])
-    return pd.DataFrame(rows, columns=batch_rows.columns(rows, "classify", rows[0]["model"])).fillna(""), str(out)
+    table = pd.DataFrame(rows, columns=batch_rows.columns(rows, "classify", rows[0]["model"])).fillna("")
+    # on screen the answer comes first: the long check and error texts would push the probabilities out of view
+    shown = ["file", "status", *[c for c in table.columns if c not in batch_rows.BASE_COLUMNS], "check", "error", "model"]
+    return table[shown], str(out)
 
 
 def build() -> None:
