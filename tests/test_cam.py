@@ -6,6 +6,7 @@ import pytest
 import timm
 import torch
 
+from cxr_demo.zoo import architectures  # noqa: F401  (registers cxr_simple_cnn, cxr_swin_atto)
 from cxr_demo.tasks.cam import METHODS, SLOW_METHODS, class_activation_map, reshape_transform, target_layer
 
 ARCHITECTURES = {
@@ -17,6 +18,9 @@ ARCHITECTURES = {
     "vit-registers": dict(name="vit_small_patch14_reg4_dinov2", size=70, kwargs=dict(img_size=70, depth=2)),
     "deit-rect": dict(name="deit_tiny_patch16_224", size=(64, 128), kwargs=dict(img_size=(64, 128))),
     "swin": dict(name="swin_tiny_patch4_window7_224", size=224, kwargs=dict(depths=(1, 1, 1, 1), embed_dim=24, num_heads=(1, 1, 1, 1))),
+    # the zoo's own registered architectures (cxr_demo.zoo.architectures)
+    "simple-cnn": dict(name="cxr_simple_cnn", size=128),
+    "swin-atto": dict(name="cxr_swin_atto", size=128, kwargs=dict(depths=(1, 1, 1, 1))),
 }
 
 

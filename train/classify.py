@@ -15,7 +15,7 @@ import timm
 import torch
 import torch.nn.functional as F
 from huggingface_hub import ModelCardData
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from timm.models._manipulate import group_with_matcher
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
@@ -23,6 +23,7 @@ from timm.utils import ModelEmaV3
 from torchvision.transforms import v2
 
 from cxr_demo.io.preprocess import apply_steps
+from cxr_demo.zoo import architectures  # noqa: F401  (the zoo's own timm names)
 from cxr_demo.tasks.metrics import classification_report, fit_temperature
 from train import data as datasets
 from train.cli import parse_config
@@ -56,7 +57,7 @@ class ClassifyConfig(TrainConfig):
 
 
 def build_model(cfg: ClassifyConfig, num_classes: int) -> torch.nn.Module:
-    kwargs = dict(num_classes=num_classes, in_chans=1, drop_rate=cfg.drop_rate)
+    kwargs = dict(num_classes=num_classes, in_chans=1, drop_rate=cfg.drop_rate, **model_args(cfg))
     if cfg.init in (None, "none"):
         return timm.create_model(cfg.arch, pretrained=False, **kwargs)
     if cfg.init == "hub":
@@ -66,16 +67,46 @@ def build_model(cfg: ClassifyConfig, num_classes: int) -> torch.nn.Module:
         return from_checkpoint(timm.create_model(cfg.arch, pretrained=False, **kwargs), init / "model.safetensors")
     if init.suffix != ".safetensors" or not init.is_file():
         raise SystemExit(f"--init must be an existing .safetensors file, a weights/<name> folder, 'hub' or 'none'; got {cfg.init}")
-    return timm.create_model(cfg.arch, pretrained=True, pretrained_cfg_overlay=dict(file=str(init)), **kwargs)
+    return timm.create_model(cfg.arch, pretrained=True, pretrained_cfg_overlay=dict(file=str(in_timm_names(init, cfg.arch))), **kwargs)
+
+
+def in_timm_names(init: Path, arch: str) -> Path:
+    """timm loads ImageNet files in its own names. A torchvision checkpoint (the offline MobileNetV2 in
+    ../shared/weights-init) holds the same tensors in the same order: re-key it by position, every shape checked, once."""
+    state = load_file(init)
+    if "features.18.1.weight" not in state:
+        return init
+    converted = datasets.CACHE_DIR / f"{init.stem}-as-{arch}.safetensors"
+    if not converted.is_file():
+        from torchvision.models import mobilenet_v2
+
+        state = {k: state[k] for k in mobilenet_v2().state_dict()}  # the file's keys are sorted; the network's order is not
+        own = timm.create_model(arch, pretrained=False, num_classes=1000).state_dict()
+        if len(own) != len(state) or any(a.shape != b.shape for a, b in zip(own.values(), state.values())):
+            raise SystemExit(f"--init {init} is a torchvision checkpoint that does not fit {arch}: use the matching timm architecture")
+        converted.parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in zip(own, state.values())}, converted)
+    return converted
+
+
+def model_args(cfg: ClassifyConfig) -> dict:
+    """A transformer's position grid is fixed at creation: build it at the training size (stored in config.json's model_args)."""
+    default_size = (timm.models.get_pretrained_cfg_value(cfg.arch, "input_size") or (0, 0, 0))[-1]
+    transformer = cfg.arch.startswith(("vit_", "deit", "beit", "swin", "cxr_swin"))
+    return {"img_size": cfg.img_size} if transformer and default_size != cfg.img_size else {}
 
 
 def from_checkpoint(model: torch.nn.Module, file: Path) -> torch.nn.Module:
-    """Start from a zoo checkpoint of the same architecture (its gate statistics are not part of the network)."""
-    state = {k: v.float() for k, v in load_file(file).items() if k in model.state_dict()}
-    missing = set(model.state_dict()) - set(state)
+    """Start from a zoo checkpoint of the same architecture (its gate statistics are not part of the network), or from a
+    self-supervised encoder (`train.pretrain`: timm's names under `encoder.`, no head, so the head starts fresh)."""
+    own = model.state_dict()
+    state = {k.removeprefix("encoder."): v.float() for k, v in load_file(file).items()}
+    state = {k: v for k, v in state.items() if k in own}
+    head = {f"{model.default_cfg['classifier']}.{suffix}" for suffix in ("weight", "bias")}
+    missing = set(own) - set(state) - (head if not head & set(state) else set())
     if missing:
         raise SystemExit(f"{file} is not a checkpoint of this architecture: {len(missing)} weights missing, e.g. {sorted(missing)[0]}")
-    model.load_state_dict(state)
+    model.load_state_dict(state, strict=False)
     return model
 
 
@@ -147,7 +178,7 @@ def classify_loss(model, x: torch.Tensor, y: torch.Tensor, blanked: torch.Tensor
 
 def model_config(cfg: ClassifyConfig, classes: list[str], temperature: float, mean, std) -> dict:
     """timm's Hub config format (so `timm.create_model('hf-hub:...')` works), plus our own section."""
-    return {"architecture": cfg.arch, "num_classes": len(classes), "label_names": classes, "model_args": {"in_chans": 1},
+    return {"architecture": cfg.arch, "num_classes": len(classes), "label_names": classes, "model_args": {"in_chans": 1, **model_args(cfg)},
             "pretrained_cfg": {"input_size": [1, cfg.img_size, cfg.img_size], "interpolation": "bilinear", "crop_pct": 1.0,
                                "mean": list(mean), "std": list(std), "num_classes": len(classes), "label_names": classes},
             "cxr_demo": {"task": "classify", "preprocess": cfg.preprocess, "crop": cfg.crop, "temperature": temperature}}

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from cxr_demo.io.preprocess import apply_steps, normalize
 
+CROP_SOURCE_SIZE = 224  # cxr-3class's own size
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 CACHE_DIR = Path(os.environ.get("CXR_DEMO_CACHE", Path.home() / ".cache" / "cxr-demo"))
 # Kermany file names carry the patient ("person123_virus_456"); one patient's images stay in one split.
@@ -142,12 +143,13 @@ def blanked_lung_crops(pixels: np.ndarray, lungs: dict[str, np.ndarray], size: i
 
 
 def training_pixels(paths: list[Path], size: int, crop: str = "none") -> np.ndarray:
-    """Decoded images, cropped to the lungs when `crop == "lungs"` (boxes from the app's own segmenter)."""
-    pixels = np.asarray(cached_pixels(paths, size))
+    """Decoded images, cropped to the lungs when `crop == "lungs"` (boxes from the app's own segmenter). A crop is cut
+    from at least the 224 px decode and then resized, as the app cuts it from the full film, never upsampled from less."""
     if crop == "none":
-        return pixels
+        return np.asarray(cached_pixels(paths, size))
     if crop != "lungs":
         raise SystemExit(f"--crop must be 'none' or 'lungs', got {crop!r}")
+    pixels = np.asarray(cached_pixels(paths, max(size, CROP_SOURCE_SIZE)))
     return lung_crops(pixels, cached_lungs(paths, pixels)["boxes"], size)
 
 

@@ -1,6 +1,7 @@
 """The zoo's own measured figures, in the seeds' columns, with where each came from. Read-only: nothing is computed here.
 
-Sources: every zoo model's `metrics.json` (written by `train/`), `results/seed_experiments.json` (`train.experiments`)
+Sources: every zoo model's `metrics.json` (written by `train/`), `results/seed_experiments.json` (`train.experiments`),
+the architecture tables `results/classify_table.json` and `results/segment_table.json` (`train.tables`),
 and `results/bench.json` (`cxr_demo.bench --save`) for CPU latency.
 """
 from __future__ import annotations
@@ -111,10 +112,11 @@ def _external_dice(metrics: dict) -> float | None:
 
 
 def _shortcut(metrics: dict) -> dict:
-    """The audit's figures (`python -m train.audit --write`): other hospitals, lungs removed, heatmap inside the lungs."""
+    """The audit's figures (`python -m train.audit --write`): other hospitals, lungs removed, heatmap inside the lungs;
+    for a checkpoint shipped from the architecture table without an audit, the table's own measurement of them."""
     audit = metrics.get("audit")
     if not audit:
-        return {}
+        return {key: metrics["table"][key] for key in SHORTCUT_KEYS} if metrics.get("table") else {}
     return dict(external_accuracy=audit["external"].get("accuracy"), external_n=audit["external"].get("n"),
                 lungs_removed_accuracy=audit["lungs_removed"].get("accuracy"), heatmap_in_lungs=audit["test"].get("heatmap_in_lungs"))
 
@@ -146,6 +148,32 @@ def experiment_entries(path: Path = RESULTS_DIR / "seed_experiments.json") -> li
                   minutes_per_epoch=row["minutes_per_epoch"], data=row["data"], command=row["command"]) for row in rows]
 
 
+SHORTCUT_KEYS = ("external_accuracy", "external_n", "lungs_removed_accuracy", "heatmap_in_lungs")
+
+
+def architecture_table_entries(results: Path = RESULTS_DIR) -> list[Entry]:
+    """The rows of `python -m train.tables` that are not zoo models (those show as themselves, from their metrics.json)."""
+    in_zoo = set(zoo.names())
+    found = []
+    for path, task in ((results / "classify_table.json", "classify"), (results / "segment_table.json", "segment")):
+        rows = json.loads(path.read_text()).get("rows", []) if path.is_file() else []
+        found += [_table_entry(row, task) for row in rows if row["name"] not in in_zoo]
+    return found
+
+
+def _table_entry(row: dict, task: str) -> Entry:
+    common = dict(model=row["name"], task=f"{task} (architecture table)", minutes_per_epoch=row["minutes_per_epoch"], command=row["command"])
+    if task == "segment":
+        return Entry(**common, variant=f"{row['arch']}, MobileNetV2 ImageNet encoder, {row['epochs']} epochs", dice=row["shenzhen_dice"],
+                     iou=row["shenzhen_iou"], external_dice=row["covid_qu_ex_dice"], latency_ms=row["latency_ms"],
+                     data=f"Shenzhen test split (n={row['shenzhen_n']}); external Dice on held-out COVID-QU-Ex (n={row['covid_qu_ex_n']}); "
+                          "CPU ms: one 256 px forward pass")
+    return Entry(**common, variant=f"{row['family']} {row['arch']}, {row['init']} init, {row['epochs']} epochs", f1=row["macro_f1"],
+                 precision=row["macro_precision"], recall=row["macro_recall"], accuracy=row["accuracy"], ece=row["ece"],
+                 latency_ms=row["latency_ms_with_heatmap"], **{key: row[key] for key in SHORTCUT_KEYS},
+                 data=f"cxr-3class lung crops, test split (n={row['n']}); CPU ms: the classifier with GradCAM, intake excluded")
+
+
 def latencies(path: Path = RESULTS_DIR / "bench.json") -> dict[str, float]:
     """Model name -> p50 ms of its whole request, from the last saved bench run."""
     if not path.is_file():
@@ -161,7 +189,7 @@ def entries() -> list[Entry]:
         metrics = zoo.metrics(spec.name)
         if metrics:
             found.extend(entries_for(spec, metrics, latency))
-    return found + experiment_entries()
+    return found + experiment_entries() + architecture_table_entries()
 
 
 LOWER_IS_BETTER = {"ECE", "min/epoch", "CPU p50 ms", "accuracy, lungs removed"}

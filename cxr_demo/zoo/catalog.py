@@ -48,6 +48,12 @@ class Zoo:
             entries = tomllib.load(handle).get("model", [])
         return cls([ModelSpec.from_dict(e) for e in entries])
 
+    def add(self, spec: ModelSpec) -> None:
+        """List one more model at run time (a comparison table's candidate checkpoint); names stay unique."""
+        if spec.name in self._specs:
+            raise ValueError(f"The zoo already has a model named {spec.name!r}.")
+        self._specs[spec.name] = spec
+
     def specs(self, task: str | None = None) -> list[ModelSpec]:
         return [s for s in self._specs.values() if task is None or s.task == task]
 

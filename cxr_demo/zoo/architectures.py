@@ -1,0 +1,76 @@
+"""The zoo's own timm architectures, registered with timm so that `timm.create_model(name)` builds them like any other.
+
+- `cxr_simple_cnn`: the seeds' "simple CNN" baseline (seed 004): five stages of two conv-BN-ReLU and a max pool (16 to 256
+  channels), global average pooling and a linear head, about 1.2 M parameters.
+- `cxr_swin_atto`: a Swin Transformer small enough to train from scratch on two CPU cores (embed 48, depths 2-2-4-2,
+  windows of 8 on a 128 px input), about 3.6 M parameters.
+
+Importing `cxr_demo.zoo` imports this module, so the app, `train.classify` and `train.evaluate` all know these names.
+"""
+from __future__ import annotations
+
+import torch
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models.swin_transformer import SwinTransformer, checkpoint_filter_fn
+from torch import nn
+
+
+def _cfg(**kwargs) -> dict:
+    return {"num_classes": 3, "input_size": (1, 128, 128), "mean": (0.5,), "std": (0.5,), "interpolation": "bilinear",
+            "crop_pct": 1.0, "first_conv": "stem.0", "classifier": "head", **kwargs}
+
+
+class SimpleCNN(nn.Module):
+    """Conv-BN-ReLU x2 and a 2x2 max pool per stage; timm's classifier interface, so GradCAM, the feature gate and
+    `train.classify` treat it like any timm CNN."""
+
+    def __init__(self, num_classes: int = 3, in_chans: int = 1, widths=(16, 32, 64, 128, 256), drop_rate: float = 0.0, **_):
+        super().__init__()
+        layers, previous = [], in_chans
+        for width in widths:
+            layers += [nn.Conv2d(previous, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+                       nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+                       nn.MaxPool2d(2)]
+            previous = width
+        self.stem = nn.Sequential(*layers[:3])
+        self.stages = nn.Sequential(*layers[3:])
+        self.num_features = previous
+        self.feature_info = [{"num_chs": previous, "reduction": 2 ** len(widths), "module": "stages"}]
+        self.drop = nn.Dropout(drop_rate)
+        self.num_classes = num_classes
+        self.head = nn.Linear(previous, num_classes)
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: str = "avg") -> None:
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.num_features, num_classes)
+
+    def group_matcher(self, coarse: bool = False) -> dict:
+        return {"stem": r"^stem", "blocks": r"^stages\.(\d+)"}
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stages(self.stem(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.drop(x.mean((2, 3)))
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+default_cfgs = generate_default_cfgs({"cxr_simple_cnn.untrained": _cfg(), "cxr_swin_atto.untrained": _cfg(first_conv="patch_embed.proj")})
+
+
+@register_model
+def cxr_simple_cnn(pretrained: bool = False, **kwargs) -> SimpleCNN:
+    return build_model_with_cfg(SimpleCNN, "cxr_simple_cnn", pretrained, **kwargs)
+
+
+@register_model
+def cxr_swin_atto(pretrained: bool = False, **kwargs) -> SwinTransformer:
+    args = dict(img_size=128, patch_size=4, window_size=8, embed_dim=48, depths=(2, 2, 4, 2), num_heads=(2, 4, 8, 16))
+    return build_model_with_cfg(SwinTransformer, "cxr_swin_atto", pretrained, pretrained_filter_fn=checkpoint_filter_fn,
+                                feature_cfg=dict(flatten_sequential=True, out_indices=(0, 1, 2, 3)), **{**args, **kwargs})

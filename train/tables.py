@@ -1,0 +1,376 @@
+"""The seeds' comparison tables, trained and measured here on two CPU cores.
+
+    python -m train.tables --table classify    # scratch vs ImageNet vs self-supervised, CNN vs ViT/Swin (lung crops)
+    python -m train.tables --table segment     # seed 000's smp architectures with one MobileNetV2 ImageNet encoder
+    python -m train.tables --ship cxr-vit-tiny-mae   # a measured classifier into weights/ and zoo.toml
+
+Every row is an ordinary `train.classify` / `train.segment` run (its command is stored with the row), into
+runs/tables/ (not the zoo), with the same split, crop, augmentation, schedule and epochs; runs resume, so an
+interrupted sweep picks up where it stopped. The figures go to results/<table>_table.json and .md; the leaderboard
+reads the JSON. Classifiers are measured beyond their test split: with the lungs blanked out (the shortcut), where
+their GradCAM mass falls, on films from other hospitals, and for CPU latency with a heatmap.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cxr_demo import zoo
+from cxr_demo.intake.lungs import crop_to_box, heatmap_share_in
+from cxr_demo.io import read_xray
+from cxr_demo.tasks import classify
+from cxr_demo.tasks.cam import class_activation_map
+from cxr_demo.tasks.metrics import classification_report
+from train import data as datasets
+from train.cli import parse_config
+
+INIT = zoo.REPO_ROOT.parent / "shared" / "weights-init"
+SHARED = zoo.REPO_ROOT.parent / "shared" / "data"
+RESULTS = Path("results")
+
+
+@dataclass(frozen=True)
+class ClassifierRow:
+    name: str
+    arch: str
+    init: str  # "scratch", "imagenet" or "mae"
+    family: str
+    lr: float
+    opt: str = "adam"
+    weight_decay: float = 1e-6
+    train_last: int | None = None
+    note: str = ""
+
+
+SCRATCH_CNN, SCRATCH_VIT, PRETRAINED = dict(lr=1e-3), dict(lr=5e-4, opt="adamw", weight_decay=0.05), dict(lr=3e-4)
+CLASSIFIER_ROWS = (
+    ClassifierRow("cxr-simple-cnn", "cxr_simple_cnn", "scratch", "CNN", note="seed 004's simple CNN", **SCRATCH_CNN),
+    ClassifierRow("cxr-resnet18-scratch", "resnet18", "scratch", "CNN", note="no offline ImageNet weights", **SCRATCH_CNN),
+    ClassifierRow("cxr-effnet-lite0-scratch", "tf_efficientnet_lite0", "scratch", "CNN", **SCRATCH_CNN),
+    ClassifierRow("cxr-effnet-lite0-imagenet", "tf_efficientnet_lite0", "imagenet", "CNN", **PRETRAINED),
+    ClassifierRow("cxr-mobilenetv2-scratch", "mobilenetv2_100", "scratch", "CNN", **SCRATCH_CNN),
+    ClassifierRow("cxr-mobilenetv2-imagenet", "mobilenetv2_100", "imagenet", "CNN", **PRETRAINED),
+    ClassifierRow("cxr-vit-tiny-scratch", "vit_tiny_patch16_224", "scratch", "ViT", **SCRATCH_VIT),
+    ClassifierRow("cxr-swin-atto-scratch", "cxr_swin_atto", "scratch", "Swin", **SCRATCH_VIT),
+    ClassifierRow("cxr-vit-tiny-mae", "vit_tiny_patch16_224", "mae", "ViT", lr=1e-3, opt="adamw", weight_decay=0.05, train_last=4,
+                  note="MAE on our own unlabelled CXRs (`train.pretrain`), then the last 4 blocks + head fine-tuned"),
+    ClassifierRow("cxr-densenet121-scratch", "densenet121", "scratch", "CNN", note="no offline ImageNet weights", **SCRATCH_CNN),
+)
+IMAGENET_FILES = {"tf_efficientnet_lite0": "tf_efficientnet_lite0_imagenet.safetensors", "mobilenetv2_100": "mobilenet_v2_imagenet.safetensors"}
+SEGMENT_ARCHS = ("unet", "unetplusplus", "manet", "fpn", "pspnet", "pan", "deeplabv3", "deeplabv3plus")
+
+
+@dataclass
+class TablesConfig:
+    table: str = field(default="classify", metadata={"choices": ("classify", "segment")})
+    data: str = str(SHARED / "cxr-3class")
+    epochs: int = field(default=6, metadata={"help": "classifier epochs (segmenters: --seg-epochs)"})
+    img_size: int = 128
+    fraction: float = 0.5
+    seg_epochs: int = 20
+    rows: list[str] = field(default_factory=list, metadata={"help": "only these row names (default: every row)"})
+    runs: str = "runs/tables"
+    ship: list[str] = field(default_factory=list, metadata={"help": "copy these measured classifiers into weights/ and zoo.toml"})
+    threads: int | None = None
+    results: str = str(RESULTS)
+
+
+def classifier_command(cfg: TablesConfig, row: ClassifierRow) -> str:
+    flags = f" --train-last {row.train_last}" if row.train_last is not None else ""
+    return (f"python -m train.classify --data {cfg.data} --arch {row.arch} --init {init_path(cfg, row)} --crop lungs "
+            f"--img-size {cfg.img_size} --fraction {cfg.fraction} --epochs {cfg.epochs} --lr {row.lr} --opt {row.opt} "
+            f"--weight-decay {row.weight_decay}{flags} --name {row.name} --runs {cfg.runs} --out {cfg.runs}/weights")
+
+
+def init_path(cfg: TablesConfig, row: ClassifierRow) -> str:
+    if row.init == "imagenet":
+        return str(INIT / IMAGENET_FILES[row.arch])
+    if row.init == "mae":
+        return f"{cfg.runs}/pretrain/cxr-mae-{row.arch}"
+    return "none"
+
+
+def train_classifier(cfg: TablesConfig, row: ClassifierRow) -> Path:
+    from train import classify, pretrain
+
+    if row.init == "mae" and not (Path(init_path(cfg, row)) / "model.safetensors").is_file():
+        pretrain.train(pretrain.PretrainConfig(arch=row.arch, img_size=cfg.img_size, runs=f"{cfg.runs}/pretrain",
+                                               out=f"{cfg.runs}/pretrain", threads=cfg.threads))
+    folder = Path(cfg.runs) / "weights" / row.name
+    if not (folder / "metrics.json").is_file():
+        classify.train(classify.parse_args(classifier_command(cfg, row).split()[3:] + ([f"--threads={cfg.threads}"] if cfg.threads else [])))
+    return folder
+
+
+def candidate_spec(folder: Path, row: ClassifierRow) -> zoo.ModelSpec:
+    config = json.loads((folder / "config.json").read_text())
+    pre = config["pretrained_cfg"]
+    return zoo.ModelSpec(name=row.name, task="classify", arch=row.arch, source=f"local:{folder.resolve()}",
+                         labels=tuple(config["label_names"]), input_size=pre["input_size"][-1], mean=tuple(pre["mean"]),
+                         std=tuple(pre["std"]))
+
+
+@torch.inference_mode()
+def logits_of(module, pixels: np.ndarray, steps: str, mean, std) -> torch.Tensor:
+    batches = datasets.evaluation_batches(pixels, np.zeros(len(pixels), np.int64), np.arange(len(pixels)), steps, mean, std)
+    return torch.cat([module(x).float() for x, _ in batches])
+
+
+def shortcut_figures(loaded: zoo.Loaded, cfg: TablesConfig) -> dict:
+    """On the cached test split, as the trainer saw it: accuracy with the lungs blanked out, and GradCAM mass in the lungs."""
+    data = datasets.read_class_folders(cfg.data)
+    test = datasets.split_80_10_10(data, seed=0)["test"]
+    full = np.asarray(datasets.cached_pixels(data.paths, 224))
+    lungs = datasets.cached_lungs(data.paths, full)
+    steps, size = loaded.options.get("preprocess", "equalize"), loaded.spec.input_size
+    mean, std = loaded.spec.mean[:1], loaded.spec.std[:1]
+    blanked = datasets.blanked_lung_crops(full[test], {k: v[test] for k, v in lungs.items()}, size)
+    removed = classification_report(logits_of(loaded.module, blanked, steps, mean, std), torch.from_numpy(data.labels[test]),
+                                    data.classes)
+    crops = datasets.lung_crops(full[test], lungs["boxes"][test], size)
+    shares = []
+    for crop, box, mask in zip(crops, lungs["boxes"][test], lungs["masks"][test]):
+        x = classify.prepare(crop.astype(np.float32) / 255.0, loaded)
+        heatmap, _ = class_activation_map(loaded.module, x)
+        shares.append(heatmap_share_in(heatmap, crop_to_box(mask, tuple(box))))
+    return {"lungs_removed_accuracy": removed["accuracy"], "heatmap_in_lungs": float(np.mean(shares)), "n": int(len(test))}
+
+
+def latency_with_heatmap(name: str, repeats: int = 10) -> float:
+    """Median ms of `classify.predict` with GradCAM on one film whose lung mask is already known (the intake is shared)."""
+    from cxr_demo.intake.lungs import find_lungs
+
+    xray = read_xray(next((SHARED / "cxr-3class" / "COVID" / "images").iterdir()))
+    lungs = find_lungs(xray)
+    classify.predict(xray, name, "GradCAM", lungs=lungs)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        classify.predict(xray, name, "GradCAM", lungs=lungs)
+        times.append((time.perf_counter() - start) * 1000)
+    return float(np.median(times))
+
+
+def external_figures(name: str) -> dict:
+    """Through the app's whole path, as `train.audit` does: the other hospitals' labelled films and the adult probes."""
+    from train.audit import ADULT_OTHER_FINDINGS, external_folder, viral_pneumonia_share
+    from train.evaluate import evaluate_classifier
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = external_folder(Path(tmp), SHARED, list(zoo.get(name).labels))
+        external = evaluate_classifier(name, folder, "all", 0)
+        removed = evaluate_classifier(name, folder, "all", 0, lungs_removed=True)
+    adults = {label: viral_pneumonia_share(name, SHARED / path) for label, path in ADULT_OTHER_FINDINGS.items()}
+    called = sum(round(a["called_viral_pneumonia"] * a["n"]) for a in adults.values())
+    return {"external_accuracy": external["accuracy"], "external_n": external["n"], "external_lungs_removed_accuracy": removed["accuracy"],
+            "adults_called_viral_pneumonia": called, "adults_n": sum(a["n"] for a in adults.values())}
+
+
+def measure_classifier(cfg: TablesConfig, row: ClassifierRow, folder: Path) -> dict:
+    metrics = json.loads((folder / "metrics.json").read_text())
+    registry = zoo.registry()
+    if row.name not in registry.names():
+        registry.add(candidate_spec(folder, row))
+    loaded = zoo.load(row.name)
+    test = metrics["test"]
+    return {
+        "name": row.name, "arch": row.arch, "family": row.family, "init": row.init, "note": row.note,
+        **{k: test[k] for k in ("macro_f1", "macro_precision", "macro_recall", "accuracy", "ece", "n")},
+        "minutes_per_epoch": metrics["minutes_per_epoch"], "epochs": metrics["epochs"],
+        "params_m": sum(p.numel() for p in loaded.module.parameters()) / 1e6,
+        "latency_ms_with_heatmap": latency_with_heatmap(row.name),
+        **shortcut_figures(loaded, cfg),
+        **external_figures(row.name),
+        "command": classifier_command(cfg, row),
+    }
+
+
+def classify_table(cfg: TablesConfig) -> list[dict]:
+    """Train the selected rows (all by default); the table holds every row trained so far, each measured once."""
+    rows = []
+    for row in CLASSIFIER_ROWS:
+        folder = Path(cfg.runs) / "weights" / row.name
+        if cfg.rows and row.name not in cfg.rows and not (folder / "metrics.json").is_file():
+            continue
+        rows.append(measured(folder, lambda: measure_classifier(cfg, row, train_classifier(cfg, row))))
+        write(cfg, "classify", rows)
+    return rows
+
+
+def measured(folder: Path, measure) -> dict:
+    """The row stored beside its checkpoint, re-measured only when the checkpoint is newer."""
+    stored = folder / "table_row.json"
+    if stored.is_file() and stored.stat().st_mtime > (folder / "metrics.json").stat().st_mtime:
+        return json.loads(stored.read_text())
+    row = measure()
+    stored.write_text(json.dumps(row, indent=2) + "\n")
+    return row
+
+
+def segment_command(cfg: TablesConfig, arch: str) -> str:
+    return (f"python -m train.segment --data {SHARED}/lung-masks/shenzhen --data train/splits/covid-qu-ex-sample-train.csv "
+            f"--external train/splits/covid-qu-ex-sample-holdout.csv --arch {arch} --encoder mobilenet_v2 "
+            f"--init {INIT}/mobilenet_v2_imagenet.safetensors --epochs {cfg.seg_epochs} --name lung-{arch}-mobilenetv2 "
+            f"--runs {cfg.runs} --out {cfg.runs}/weights")
+
+
+def segmenter_latency(folder: Path) -> tuple[float, float]:
+    """Median CPU ms of one 256 px forward pass in eager PyTorch, and the parameters in millions."""
+    from train import segment
+
+    config = json.loads((folder / "config.json").read_text())
+    model = segment.build_model(segment.SegmentConfig(arch=config["architecture"], encoder=config["encoder_name"])).eval()
+    x = torch.zeros(1, 1, 256, 256)
+    with torch.inference_mode():
+        model(x)
+        times = []
+        for _ in range(10):
+            start = time.perf_counter()
+            model(x)
+            times.append((time.perf_counter() - start) * 1000)
+    return float(np.median(times)), sum(p.numel() for p in model.parameters()) / 1e6
+
+
+def segment_table(cfg: TablesConfig) -> list[dict]:
+    from train import segment
+
+    rows = []
+    for arch in SEGMENT_ARCHS:
+        command = segment_command(cfg, arch)
+        folder = Path(cfg.runs) / "weights" / f"lung-{arch}-mobilenetv2"
+        if cfg.rows and arch not in cfg.rows and not (folder / "metrics.json").is_file():
+            continue
+        if not (folder / "metrics.json").is_file():
+            segment.train(parse_config(segment.SegmentConfig, command.split()[3:] + ([f"--threads={cfg.threads}"] if cfg.threads else [])))
+        rows.append(measured(folder, lambda: segmenter_row(folder, arch, command)))
+        write(cfg, "segment", rows)
+    return rows
+
+
+def segmenter_row(folder: Path, arch: str, command: str) -> dict:
+    metrics = json.loads((folder / "metrics.json").read_text())
+    external = next(iter(metrics["external"].values()))
+    latency, params = segmenter_latency(folder)
+    return {"name": f"lung-{arch}-mobilenetv2", "arch": arch, "shenzhen_dice": metrics["test"]["dice"],
+            "shenzhen_iou": metrics["test"]["iou"], "shenzhen_n": metrics["test"]["n"], "covid_qu_ex_dice": external["dice"],
+            "covid_qu_ex_iou": external["iou"], "covid_qu_ex_n": external["n"], "minutes_per_epoch": metrics["minutes_per_epoch"],
+            "epochs": metrics["epochs"], "latency_ms": latency, "params_m": params, "command": command}
+
+
+CLASSIFY_HEADER = ("| model | family | init | macro-F1 | precision | recall | accuracy | ECE | min/epoch | params (M) | "
+                   "ms with heatmap | **lungs removed** acc. | heatmap in lungs | other hospitals acc. (n) | adults called VP |")
+SEGMENT_HEADER = "| architecture | Shenzhen Dice | IoU (n) | COVID-QU-Ex held-out Dice | IoU (n) | min/epoch | CPU ms | params (M) |"
+
+
+def markdown(table: str, rows: list[dict]) -> str:
+    if table == "classify":
+        lines = [CLASSIFY_HEADER, "|" + "---|" * 15]
+        lines += [f"| `{r['name']}` | {r['family']} | {r['init']} | {r['macro_f1']:.3f} | {r['macro_precision']:.3f} | "
+                  f"{r['macro_recall']:.3f} | {r['accuracy']:.3f} | {r['ece']:.3f} | {r['minutes_per_epoch']:.2f} | {r['params_m']:.1f} | "
+                  f"{r['latency_ms_with_heatmap']:.0f} | {r['lungs_removed_accuracy']:.3f} | {r['heatmap_in_lungs']:.0%} | "
+                  f"{r['external_accuracy']:.2f} ({r['external_n']}) | {r['adults_called_viral_pneumonia']}/{r['adults_n']} |" for r in rows]
+    else:
+        lines = [SEGMENT_HEADER, "|" + "---|" * 8]
+        lines += [f"| {r['arch']} | {r['shenzhen_dice']:.4f} | {r['shenzhen_iou']:.4f} ({r['shenzhen_n']}) | {r['covid_qu_ex_dice']:.4f} | "
+                  f"{r['covid_qu_ex_iou']:.4f} ({r['covid_qu_ex_n']}) | {r['minutes_per_epoch']:.2f} | {r['latency_ms']:.0f} | "
+                  f"{r['params_m']:.1f} |" for r in rows]
+    commands = "\n".join(f"- `{r['name']}`: `{r['command']}`" for r in rows)
+    return "\n".join(lines) + f"\n\nEach row's command:\n{commands}\n"
+
+
+def write(cfg: TablesConfig, table: str, rows: list[dict]) -> None:
+    out = Path(cfg.results)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{table}_table.json").write_text(json.dumps({"config": asdict(cfg), "rows": rows}, indent=2) + "\n")
+    (out / f"{table}_table.md").write_text(markdown(table, rows))
+
+
+TABLE_MARK = "## In the architecture table"
+
+
+def ship(cfg: TablesConfig, name: str) -> Path:
+    """Copy a measured table classifier into weights/<name>/ with its table figures in metrics.json and the card, and list
+    it in zoo.toml (the leaderboard and Compare then show it like any zoo model)."""
+    row = json.loads((Path(cfg.runs) / "weights" / name / "table_row.json").read_text())
+    if row["macro_f1"] < SHIP_MIN_F1:
+        raise SystemExit(f"{name} scores macro-F1 {row['macro_f1']:.3f} on the test split; the zoo ships classifiers from {SHIP_MIN_F1}.")
+    target = zoo.REPO_ROOT / "weights" / name
+    shutil.copytree(Path(cfg.runs) / "weights" / name, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("table_row.json"))
+    metrics = json.loads((target / "metrics.json").read_text())
+    (target / "metrics.json").write_text(json.dumps({**metrics, "table": row}, indent=2) + "\n")
+    card = (target / "README.md").read_text().split(TABLE_MARK)[0].rstrip()
+    (target / "README.md").write_text(f"{card}\n\n{table_card_section(row)}")
+    zoo_file = zoo.REPO_ROOT / "weights" / "zoo.toml"
+    if f'name = "{name}"' not in zoo_file.read_text():
+        with zoo_file.open("a") as handle:
+            handle.write(zoo_entry(row, json.loads((target / "config.json").read_text())))
+    return target
+
+
+SHIP_MIN_F1 = 0.85
+
+
+def table_card_section(row: dict) -> str:
+    return f"""{TABLE_MARK}
+
+One row of `python -m train.tables --table classify` (results/classify_table.md), measured on the lung crops:
+
+| figure | value | n |
+|---|---|---|
+| test split: macro-F1 / accuracy / ECE | {row['macro_f1']:.4f} / {row['accuracy']:.4f} / {row['ece']:.4f} | {row['n']} |
+| **lungs removed** (test split): accuracy; chance is 0.33 | **{row['lungs_removed_accuracy']:.4f}** | {row['n']} |
+| share of GradCAM mass inside the lung mask (test split) | {row['heatmap_in_lungs']:.1%} | {row['n']} |
+| **other hospitals** (COVID-QU-Ex, TBX11K, NIH): accuracy | **{row['external_accuracy']:.4f}** | {row['external_n']} |
+| other hospitals, lungs removed: accuracy | {row['external_lungs_removed_accuracy']:.4f} | {row['external_n']} |
+| adult films from other hospitals (Shenzhen, RSNA, SIIM) called "Viral Pneumonia" | {row['adults_called_viral_pneumonia']} | {row['adults_n']} |
+| CPU ms, the classifier with GradCAM (2 cores, intake excluded) | {row['latency_ms_with_heatmap']:.0f} | |
+| parameters | {row['params_m']:.2f} M | |
+
+Reproduce: `{row['command']}`
+"""
+
+
+def zoo_entry(row: dict, config: dict) -> str:
+    pre = config["pretrained_cfg"]
+    init = {"scratch": "from scratch", "imagenet": "ImageNet init", "mae": "MAE-pretrained on our own unlabelled CXRs"}[row["init"]]
+    numbers = lambda values: "[" + ", ".join(f"{v:g}" for v in values) + "]"  # noqa: E731
+    return f"""
+[[model]]
+name = "{row['name']}"
+task = "classify"
+arch = "{row['arch']}"
+labels = [{", ".join(f'"{label}"' for label in config["label_names"])}]
+input_size = {pre["input_size"][-1]}
+mean = {numbers(pre["mean"])}
+std = {numbers(pre["std"])}
+source = "local:weights/{row['name']}"
+license = "apache-2.0"
+description = "ARCHITECTURE TABLE: {row['family']} `{row['arch']}`, {init}, {row['epochs']} epochs on cxr-3class lung crops at {pre["input_size"][-1]} px (train.tables)."
+caveat = "{VIRAL_PNEUMONIA_CAVEAT}"
+"""
+
+
+VIRAL_PNEUMONIA_CAVEAT = ("Its Viral Pneumonia images are all of young children from one hospital: the model may be recognising a child, "
+                          "not a disease. Check where the heatmap looks.")
+
+
+def main(argv=None) -> list[dict]:
+    cfg = parse_config(TablesConfig, argv, __doc__)
+    for name in cfg.ship:
+        print(f"shipped {name} to {ship(cfg, name)}")
+    if cfg.ship:
+        return []
+    rows = classify_table(cfg) if cfg.table == "classify" else segment_table(cfg)
+    print(markdown(cfg.table, rows))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
