@@ -37,6 +37,7 @@ def test_dry_run_lists_every_file_the_app_needs_and_nothing_else(capsys):
     tracked = deploy.tracked_files(REPO)
     needed = {"app.py", "README.md", "requirements.txt", "weights/zoo.toml", "results/seed_experiments.json", "results/bench.json"}
     needed |= {p for p in tracked if p.startswith("cxr_demo/") and p.endswith(".py")}
+    needed |= {p for p in ("results/classify_table.json", "results/segment_table.json") if p in tracked}  # the leaderboard reads them
     for example in examples.paths():  # what the UI lists, its masks and the playground's labelled sample
         rel = Path(example).relative_to(REPO).as_posix()
         needed |= {rel} | ({Path(examples.mask_for(example)).relative_to(REPO).as_posix()} if examples.mask_for(example) else set())

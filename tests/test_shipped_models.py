@@ -37,6 +37,36 @@ def test_heatmap_of_the_default_classifier_is_not_flat(example_png):
     assert np.ptp(result.heatmap) > 0.5
 
 
+SHIPPED = zoo.Zoo.from_toml(REPO / "weights" / "zoo.toml")
+CLASSIFIERS = SHIPPED.names("classify")
+TRANSFORMERS = [s.name for s in SHIPPED.specs("classify") if s.arch.startswith(("vit_", "deit", "swin", "cxr_swin"))]
+EXAMPLE_LABELS = {"covid-1000.png": "COVID", "normal-1062.png": "Normal", "viral-pneumonia-person1007.png": "Viral Pneumonia"}
+
+
+@pytest.mark.parametrize("model", CLASSIFIERS)
+def test_every_shipped_classifier_gets_most_held_out_examples_right(model):
+    right = [classify.predict(read_xray(EXAMPLES / image), model, method=None).top_label == label for image, label in EXAMPLE_LABELS.items()]
+    assert sum(right) >= 2, f"{model} got {right}"
+
+
+@pytest.mark.parametrize("model", TRANSFORMERS)
+def test_a_shipped_transformers_heatmap_is_laid_out_on_its_own_patch_grid(model, example_png):
+    from cxr_demo.tasks.cam import reshape_transform, target_layer
+
+    module = zoo.load(model).module
+    captured = []
+    handle = target_layer(module).register_forward_hook(lambda m, args, out: captured.append(out))
+    result = classify.predict(read_xray(example_png), model, method="GradCAM")
+    other = classify.predict(read_xray(example_png), model, method="GradCAM", target=next(k for k in result.probabilities if k != result.top_label))
+    handle.remove()
+    grid = reshape_transform(module)(captured[0]).shape[-2:]
+    expected = tuple(module.patch_embed.grid_size) if hasattr(module, "pos_embed") else tuple(s // 32 for s in module.patch_embed.img_size)
+    assert tuple(grid) == expected
+    assert result.heatmap.shape == (zoo.get(model).input_size,) * 2
+    assert np.ptp(result.heatmap) > 0.5
+    assert np.abs(result.heatmap - other.heatmap).mean() > 0.01  # another class, another explanation
+
+
 @pytest.mark.parametrize("model", ["lung-unet-mobilenetv2", "multitask-unet-mobilenetv2"])
 def test_shipped_lung_models_find_the_lungs_of_an_unseen_hospital(model):
     """This COVID-QU-Ex image is in the half never trained on; a lung model that has collapsed or drifted falls far below 0.85 here."""

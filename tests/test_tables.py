@@ -96,7 +96,7 @@ def test_table_rows_reach_the_leaderboard_once_with_their_own_figures(tmp_path):
     entries = leaderboard.architecture_table_entries(tmp_path)
     assert [e.model for e in entries] == ["cxr-resnet18-scratch"]
     assert (entries[0].f1, entries[0].lungs_removed_accuracy, entries[0].external_n) == (0.8, 0.5, 9)
-    assert "| `cxr-resnet18-scratch` | CNN | scratch | 0.800 |" in tables.markdown("classify", rows)
+    assert "| `cxr-resnet18-scratch` | CNN | scratch | 3 | 0.800 |" in tables.markdown("classify", rows)
 
 
 def test_every_table_command_is_a_valid_training_command():
@@ -104,7 +104,7 @@ def test_every_table_command_is_a_valid_training_command():
 
     cfg = tables.TablesConfig()
     for row in tables.CLASSIFIER_ROWS:
-        parsed = parse_args(tables.classifier_command(cfg, row).split()[3:])
+        parsed = parse_args(tables.classifier_command(cfg, row).split("&& ")[-1].split()[3:])
         assert (parsed.arch, parsed.crop, parsed.lr, parsed.img_size) == (row.arch, "lungs", row.lr, cfg.img_size)
 
 

@@ -97,10 +97,12 @@ def pretraining_images(cfg: PretrainConfig) -> np.ndarray:
     root = Path(cfg.data)
     cxr3 = datasets.read_class_folders(root / "cxr-3class")
     splits = datasets.split_80_10_10(cxr3, seed=0)
-    paths = [cxr3.paths[i] for i in np.sort(np.concatenate([splits["train"], splits["val"]]))]
+    # the whole cxr-3class list, as the classifiers cache it, so that its crops are shared with them
+    crops = [datasets.training_pixels(cxr3.paths, cfg.img_size, "lungs")[np.sort(np.concatenate([splits["train"], splits["val"]]))]]
     for folder in cfg.folders:
-        paths += sorted(p for p in (root / folder).iterdir() if p.suffix.lower() in datasets.IMAGE_SUFFIXES)
-    return datasets.training_pixels(paths, cfg.img_size, "lungs")
+        paths = sorted(p for p in (root / folder).iterdir() if p.suffix.lower() in datasets.IMAGE_SUFFIXES)
+        crops.append(datasets.training_pixels(paths, cfg.img_size, "lungs"))
+    return np.concatenate(crops)
 
 
 class PretrainTrainer(Trainer):

@@ -47,6 +47,7 @@ class ClassifierRow:
     weight_decay: float = 1e-6
     train_last: int | None = None
     note: str = ""
+    epochs: int | None = None  # a row trained longer than the table's --epochs says so in its own column
 
 
 SCRATCH_CNN, SCRATCH_VIT, PRETRAINED = dict(lr=1e-3), dict(lr=5e-4, opt="adamw", weight_decay=0.05), dict(lr=3e-4)
@@ -61,6 +62,8 @@ CLASSIFIER_ROWS = (
     ClassifierRow("cxr-swin-atto-scratch", "cxr_swin_atto", "scratch", "Swin", **SCRATCH_VIT),
     ClassifierRow("cxr-vit-tiny-mae", "vit_tiny_patch16_224", "mae", "ViT", lr=1e-3, opt="adamw", weight_decay=0.05, train_last=4,
                   note="MAE on our own unlabelled CXRs (`train.pretrain`), then the last 4 blocks + head fine-tuned"),
+    ClassifierRow("cxr-vit-tiny-mae-full", "vit_tiny_patch16_224", "mae", "ViT", lr=5e-4, opt="adamw", weight_decay=0.05, epochs=8,
+                  note="the same MAE encoder, every layer fine-tuned, for 8 epochs"),
     ClassifierRow("cxr-densenet121-scratch", "densenet121", "scratch", "CNN", note="no offline ImageNet weights", **SCRATCH_CNN),
 )
 IMAGENET_FILES = {"tf_efficientnet_lite0": "tf_efficientnet_lite0_imagenet.safetensors", "mobilenetv2_100": "mobilenet_v2_imagenet.safetensors"}
@@ -71,10 +74,11 @@ SEGMENT_ARCHS = ("unet", "unetplusplus", "manet", "fpn", "pspnet", "pan", "deepl
 class TablesConfig:
     table: str = field(default="classify", metadata={"choices": ("classify", "segment")})
     data: str = str(SHARED / "cxr-3class")
-    epochs: int = field(default=6, metadata={"help": "classifier epochs (segmenters: --seg-epochs)"})
+    epochs: int = field(default=3, metadata={"help": "classifier epochs (segmenters: --seg-epochs)"})
     img_size: int = 128
-    fraction: float = 0.5
-    seg_epochs: int = 20
+    fraction: float = 1.0
+    seg_epochs: int = 15
+    pretrain_epochs: int = 30
     rows: list[str] = field(default_factory=list, metadata={"help": "only these row names (default: every row)"})
     runs: str = "runs/tables"
     ship: list[str] = field(default_factory=list, metadata={"help": "copy these measured classifiers into weights/ and zoo.toml"})
@@ -84,9 +88,16 @@ class TablesConfig:
 
 def classifier_command(cfg: TablesConfig, row: ClassifierRow) -> str:
     flags = f" --train-last {row.train_last}" if row.train_last is not None else ""
-    return (f"python -m train.classify --data {cfg.data} --arch {row.arch} --init {init_path(cfg, row)} --crop lungs "
-            f"--img-size {cfg.img_size} --fraction {cfg.fraction} --epochs {cfg.epochs} --lr {row.lr} --opt {row.opt} "
+    first = f"{pretrain_command(cfg, row)} && " if row.init == "mae" else ""
+    return (f"{first}python -m train.classify --data {cfg.data} --arch {row.arch} --init {init_path(cfg, row)} --crop lungs "
+            f"--img-size {cfg.img_size} --fraction {cfg.fraction} --epochs {row.epochs or cfg.epochs} --lr {row.lr} --opt {row.opt} "
             f"--weight-decay {row.weight_decay}{flags} --name {row.name} --runs {cfg.runs} --out {cfg.runs}/weights")
+
+
+def pretrain_command(cfg: TablesConfig, row: ClassifierRow) -> str:
+    threads = f" --threads {cfg.threads}" if cfg.threads else ""
+    return (f"python -m train.pretrain --arch {row.arch} --img-size {cfg.img_size} --epochs {cfg.pretrain_epochs} "
+            f"--runs {cfg.runs}/pretrain --out {cfg.runs}/pretrain{threads}")
 
 
 def init_path(cfg: TablesConfig, row: ClassifierRow) -> str:
@@ -101,11 +112,10 @@ def train_classifier(cfg: TablesConfig, row: ClassifierRow) -> Path:
     from train import classify, pretrain
 
     if row.init == "mae" and not (Path(init_path(cfg, row)) / "model.safetensors").is_file():
-        pretrain.train(pretrain.PretrainConfig(arch=row.arch, img_size=cfg.img_size, runs=f"{cfg.runs}/pretrain",
-                                               out=f"{cfg.runs}/pretrain", threads=cfg.threads))
+        pretrain.train(parse_config(pretrain.PretrainConfig, pretrain_command(cfg, row).split()[3:]))
     folder = Path(cfg.runs) / "weights" / row.name
     if not (folder / "metrics.json").is_file():
-        classify.train(classify.parse_args(classifier_command(cfg, row).split()[3:] + ([f"--threads={cfg.threads}"] if cfg.threads else [])))
+        classify.train(classify.parse_args(classifier_command(cfg, row).split("&& ")[-1].split()[3:] + ([f"--threads={cfg.threads}"] if cfg.threads else [])))
     return folder
 
 
@@ -264,15 +274,15 @@ def segmenter_row(folder: Path, arch: str, command: str) -> dict:
             "epochs": metrics["epochs"], "latency_ms": latency, "params_m": params, "command": command}
 
 
-CLASSIFY_HEADER = ("| model | family | init | macro-F1 | precision | recall | accuracy | ECE | min/epoch | params (M) | "
+CLASSIFY_HEADER = ("| model | family | init | epochs | macro-F1 | precision | recall | accuracy | ECE | min/epoch | params (M) | "
                    "ms with heatmap | **lungs removed** acc. | heatmap in lungs | other hospitals acc. (n) | adults called VP |")
 SEGMENT_HEADER = "| architecture | Shenzhen Dice | IoU (n) | COVID-QU-Ex held-out Dice | IoU (n) | min/epoch | CPU ms | params (M) |"
 
 
 def markdown(table: str, rows: list[dict]) -> str:
     if table == "classify":
-        lines = [CLASSIFY_HEADER, "|" + "---|" * 15]
-        lines += [f"| `{r['name']}` | {r['family']} | {r['init']} | {r['macro_f1']:.3f} | {r['macro_precision']:.3f} | "
+        lines = [CLASSIFY_HEADER, "|" + "---|" * 16]
+        lines += [f"| `{r['name']}` | {r['family']} | {r['init']} | {r['epochs']} | {r['macro_f1']:.3f} | {r['macro_precision']:.3f} | "
                   f"{r['macro_recall']:.3f} | {r['accuracy']:.3f} | {r['ece']:.3f} | {r['minutes_per_epoch']:.2f} | {r['params_m']:.1f} | "
                   f"{r['latency_ms_with_heatmap']:.0f} | {r['lungs_removed_accuracy']:.3f} | {r['heatmap_in_lungs']:.0%} | "
                   f"{r['external_accuracy']:.2f} ({r['external_n']}) | {r['adults_called_viral_pneumonia']}/{r['adults_n']} |" for r in rows]
