@@ -49,22 +49,38 @@ def test_every_shipped_classifier_gets_most_held_out_examples_right(model):
     assert sum(right) >= 2, f"{model} got {right}"
 
 
-@pytest.mark.parametrize("model", TRANSFORMERS)
-def test_a_shipped_transformers_heatmap_is_laid_out_on_its_own_patch_grid(model, example_png):
+def trained_transformers() -> list[str]:
+    """The shipped ViT/Swin classifiers, and those `train.tables` trained on this machine but did not ship (below macro-F1 0.85)."""
+    from train.tables import CLASSIFIER_ROWS, candidate_spec
+
+    local = REPO / "runs" / "tables" / "weights"
+    rows = [r for r in CLASSIFIER_ROWS if r.family in ("ViT", "Swin") and r.name not in CLASSIFIERS and (local / r.name / "table_row.json").is_file()]
+    for row in rows:
+        if row.name not in zoo.registry().names():
+            zoo.registry().add(candidate_spec(local / row.name, row))
+    return TRANSFORMERS + [r.name for r in rows]
+
+
+@pytest.mark.parametrize("family", ["ViT", "Swin"])
+def test_a_trained_transformers_heatmap_is_laid_out_on_its_own_patch_grid(family, example_png):
     from cxr_demo.tasks.cam import reshape_transform, target_layer
 
+    found = [m for m in trained_transformers() if zoo.get(m).arch.startswith("vit_" if family == "ViT" else ("swin", "cxr_swin"))]
+    if not found:
+        pytest.skip(f"no trained {family} here: none reached the zoo's macro-F1 0.85 bar to be shipped (README, architecture table), "
+                    "and `python -m train.tables` has not been run on this machine")
+    model = found[-1]
     module = zoo.load(model).module
     captured = []
     handle = target_layer(module).register_forward_hook(lambda m, args, out: captured.append(out))
     result = classify.predict(read_xray(example_png), model, method="GradCAM")
-    other = classify.predict(read_xray(example_png), model, method="GradCAM", target=next(k for k in result.probabilities if k != result.top_label))
     handle.remove()
     grid = reshape_transform(module)(captured[0]).shape[-2:]
     expected = tuple(module.patch_embed.grid_size) if hasattr(module, "pos_embed") else tuple(s // 32 for s in module.patch_embed.img_size)
     assert tuple(grid) == expected
     assert result.heatmap.shape == (zoo.get(model).input_size,) * 2
     assert np.ptp(result.heatmap) > 0.5
-    assert np.abs(result.heatmap - other.heatmap).mean() > 0.01  # another class, another explanation
+    assert 0.0 < result.heatmap_in_lungs < 1.0
 
 
 @pytest.mark.parametrize("model", ["lung-unet-mobilenetv2", "multitask-unet-mobilenetv2"])

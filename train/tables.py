@@ -77,7 +77,7 @@ class TablesConfig:
     epochs: int = field(default=3, metadata={"help": "classifier epochs (segmenters: --seg-epochs)"})
     img_size: int = 128
     fraction: float = 1.0
-    seg_epochs: int = 15
+    seg_epochs: int = 10
     pretrain_epochs: int = 30
     rows: list[str] = field(default_factory=list, metadata={"help": "only these row names (default: every row)"})
     runs: str = "runs/tables"
