@@ -99,6 +99,15 @@ def test_table_rows_reach_the_leaderboard_once_with_their_own_figures(tmp_path):
     assert "| `cxr-resnet18-scratch` | CNN | scratch | 3 | 0.800 |" in tables.markdown("classify", rows)
 
 
+def test_a_table_segmenter_named_like_the_zoos_shows_as_the_table_run(tmp_path):
+    row = {"name": "lung-unet-mobilenetv2", "arch": "unet", "shenzhen_dice": 0.95, "shenzhen_iou": 0.9, "shenzhen_n": 6, "covid_qu_ex_dice": 0.92,
+           "covid_qu_ex_iou": 0.85, "covid_qu_ex_n": 6, "minutes_per_epoch": 0.5, "epochs": 10, "latency_ms": 200.0, "params_m": 6.6,
+           "command": "python -m train.segment"}
+    (tmp_path / "segment_table.json").write_text(json.dumps({"rows": [row]}))
+    [entry] = leaderboard.architecture_table_entries(tmp_path)
+    assert (entry.model, entry.dice, entry.external_dice) == ("lung-unet-mobilenetv2 (table run)", 0.95, 0.92)
+
+
 def test_every_table_command_is_a_valid_training_command():
     from train.classify import parse_args
 

@@ -295,7 +295,13 @@ def markdown(table: str, rows: list[dict]) -> str:
     return "\n".join(lines) + f"\n\nEach row's command:\n{commands}\n"
 
 
+def portable(row: dict) -> dict:
+    """The row with its command written from the repository root (`../shared/...`), as the README gives every command."""
+    return {**row, "command": row["command"].replace(str(SHARED.parent), "../shared")}
+
+
 def write(cfg: TablesConfig, table: str, rows: list[dict]) -> None:
+    rows = [portable(row) for row in rows]
     out = Path(cfg.results)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{table}_table.json").write_text(json.dumps({"config": asdict(cfg), "rows": rows}, indent=2) + "\n")
@@ -308,7 +314,7 @@ TABLE_MARK = "## In the architecture table"
 def ship(cfg: TablesConfig, name: str) -> Path:
     """Copy a measured table classifier into weights/<name>/ with its table figures in metrics.json and the card, and list
     it in zoo.toml (the leaderboard and Compare then show it like any zoo model)."""
-    row = json.loads((Path(cfg.runs) / "weights" / name / "table_row.json").read_text())
+    row = portable(json.loads((Path(cfg.runs) / "weights" / name / "table_row.json").read_text()))
     if row["macro_f1"] < SHIP_MIN_F1:
         raise SystemExit(f"{name} scores macro-F1 {row['macro_f1']:.3f} on the test split; the zoo ships classifiers from {SHIP_MIN_F1}.")
     target = zoo.REPO_ROOT / "weights" / name

@@ -152,17 +152,19 @@ SHORTCUT_KEYS = ("external_accuracy", "external_n", "lungs_removed_accuracy", "h
 
 
 def architecture_table_entries(results: Path = RESULTS_DIR) -> list[Entry]:
-    """The rows of `python -m train.tables` that are not zoo models (those show as themselves, from their metrics.json)."""
+    """The rows of `python -m train.tables`; a classifier shipped to the zoo shows as itself (from its metrics.json) instead."""
     in_zoo = set(zoo.names())
     found = []
     for path, task in ((results / "classify_table.json", "classify"), (results / "segment_table.json", "segment")):
         rows = json.loads(path.read_text()).get("rows", []) if path.is_file() else []
-        found += [_table_entry(row, task) for row in rows if row["name"] not in in_zoo]
+        found += [_table_entry(row, task) for row in rows if row["name"] not in in_zoo or task == "segment"]
     return found
 
 
 def _table_entry(row: dict, task: str) -> Entry:
-    common = dict(model=row["name"], task=f"{task} (architecture table)", minutes_per_epoch=row["minutes_per_epoch"], command=row["command"])
+    # a segmenter row can share its name with the zoo's (longer-trained) model: the table's own run is marked as such
+    name = f"{row['name']} (table run)" if task == "segment" else row["name"]
+    common = dict(model=name, task=f"{task} (architecture table)", minutes_per_epoch=row["minutes_per_epoch"], command=row["command"])
     if task == "segment":
         return Entry(**common, variant=f"{row['arch']}, MobileNetV2 ImageNet encoder, {row['epochs']} epochs", dice=row["shenzhen_dice"],
                      iou=row["shenzhen_iou"], external_dice=row["covid_qu_ex_dice"], latency_ms=row["latency_ms"],
