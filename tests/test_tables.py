@@ -113,7 +113,7 @@ def test_every_table_command_is_a_valid_training_command():
 
     cfg = tables.TablesConfig()
     for row in tables.CLASSIFIER_ROWS:
-        parsed = parse_args(tables.classifier_command(cfg, row).split("&& ")[-1].split()[3:])
+        parsed = parse_args(tables.flags(tables.classifier_command(cfg, row)))
         assert (parsed.arch, parsed.crop, parsed.lr, parsed.img_size) == (row.arch, "lungs", row.lr, cfg.img_size)
 
 

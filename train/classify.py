@@ -23,8 +23,8 @@ from timm.utils import ModelEmaV3
 from torchvision.transforms import v2
 
 from cxr_demo.io.preprocess import apply_steps
-from cxr_demo.zoo import architectures  # noqa: F401  (the zoo's own timm names)
 from cxr_demo.tasks.metrics import classification_report, fit_temperature
+from cxr_demo.zoo import architectures  # noqa: F401  (the zoo's own timm names)
 from train import data as datasets
 from train.cli import parse_config
 from train.data import Batches, endless

@@ -112,11 +112,16 @@ def train_classifier(cfg: TablesConfig, row: ClassifierRow) -> Path:
     from train import classify, pretrain
 
     if row.init == "mae" and not (Path(init_path(cfg, row)) / "model.safetensors").is_file():
-        pretrain.train(parse_config(pretrain.PretrainConfig, pretrain_command(cfg, row).split()[3:]))
+        pretrain.train(parse_config(pretrain.PretrainConfig, flags(pretrain_command(cfg, row))))
     folder = Path(cfg.runs) / "weights" / row.name
     if not (folder / "metrics.json").is_file():
-        classify.train(classify.parse_args(classifier_command(cfg, row).split("&& ")[-1].split()[3:] + ([f"--threads={cfg.threads}"] if cfg.threads else [])))
+        classify.train(classify.parse_args(flags(classifier_command(cfg, row), cfg.threads)))
     return folder
+
+
+def flags(command: str, threads: int | None = None) -> list[str]:
+    """The --flags of a command line's last `python -m module ...` step (the row's stored command is what runs)."""
+    return command.split("&& ")[-1].split()[3:] + ([f"--threads={threads}"] if threads else [])
 
 
 def candidate_spec(folder: Path, row: ClassifierRow) -> zoo.ModelSpec:
@@ -137,7 +142,7 @@ def shortcut_figures(loaded: zoo.Loaded, cfg: TablesConfig) -> dict:
     """On the cached test split, as the trainer saw it: accuracy with the lungs blanked out, and GradCAM mass in the lungs."""
     data = datasets.read_class_folders(cfg.data)
     test = datasets.split_80_10_10(data, seed=0)["test"]
-    full = np.asarray(datasets.cached_pixels(data.paths, 224))
+    full = np.asarray(datasets.cached_pixels(data.paths, datasets.CROP_SOURCE_SIZE))
     lungs = datasets.cached_lungs(data.paths, full)
     steps, size = loaded.options.get("preprocess", "equalize"), loaded.spec.input_size
     mean, std = loaded.spec.mean[:1], loaded.spec.std[:1]
@@ -258,7 +263,7 @@ def segment_table(cfg: TablesConfig) -> list[dict]:
         if cfg.rows and arch not in cfg.rows and not (folder / "metrics.json").is_file():
             continue
         if not (folder / "metrics.json").is_file():
-            segment.train(parse_config(segment.SegmentConfig, command.split()[3:] + ([f"--threads={cfg.threads}"] if cfg.threads else [])))
+            segment.train(parse_config(segment.SegmentConfig, flags(command, cfg.threads)))
         rows.append(measured(folder, lambda: segmenter_row(folder, arch, command)))
         write(cfg, "segment", rows)
     return rows
