@@ -51,14 +51,11 @@ def test_every_shipped_classifier_gets_most_held_out_examples_right(model):
 
 def trained_transformers() -> list[str]:
     """The shipped ViT/Swin classifiers, and those `train.tables` trained on this machine but did not ship (below macro-F1 0.85)."""
-    from train.tables import CLASSIFIER_ROWS, candidate_spec
+    from train.tables import CLASSIFIER_ROWS, listed
 
     local = REPO / "runs" / "tables" / "weights"
     rows = [r for r in CLASSIFIER_ROWS if r.family in ("ViT", "Swin") and r.name not in CLASSIFIERS and (local / r.name / "table_row.json").is_file()]
-    for row in rows:
-        if row.name not in zoo.registry().names():
-            zoo.registry().add(candidate_spec(local / row.name, row))
-    return TRANSFORMERS + [r.name for r in rows]
+    return TRANSFORMERS + [listed(local / r.name, r) for r in rows]
 
 
 @pytest.mark.parametrize("family", ["ViT", "Swin"])

@@ -21,9 +21,9 @@ import numpy as np
 
 from cxr_demo import zoo
 from train.cli import parse_config
+from train.data import SHARED
 from train.evaluate import evaluate_classifier, image_paths, run_classifier
 
-SHARED = zoo.REPO_ROOT.parent / "shared" / "data"
 # other hospitals, by the label the files carry; none of these was used to train a classifier
 EXTERNAL_LABELLED = {
     "COVID": ["covid-qu-ex-sample/Test/COVID-19/images/*.png"],

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from cxr_demo.io.preprocess import apply_steps, normalize
 
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"  # the real data, beside the repository
 CROP_SOURCE_SIZE = 224  # cxr-3class's own size
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 CACHE_DIR = Path(os.environ.get("CXR_DEMO_CACHE", Path.home() / ".cache" / "cxr-demo"))

@@ -28,10 +28,9 @@ from torchvision.transforms import v2
 
 from cxr_demo.io.preprocess import apply_steps
 from train import data as datasets
-from train.data import Batches
+from train.data import SHARED, Batches
 from train.engine import Export, TrainConfig, Trainer, main, progress
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 UNLABELLED = ("lung-masks/shenzhen/images", "rsna-opacity-boxes/images")
 
 

@@ -31,9 +31,9 @@ from cxr_demo.tasks.cam import class_activation_map
 from cxr_demo.tasks.metrics import classification_report
 from train import data as datasets
 from train.cli import parse_config
+from train.data import SHARED
 
-INIT = zoo.REPO_ROOT.parent / "shared" / "weights-init"
-SHARED = zoo.REPO_ROOT.parent / "shared" / "data"
+INIT = SHARED.parent / "weights-init"
 RESULTS = Path("results")
 
 
@@ -126,6 +126,13 @@ def flags(command: str, threads: int | None = None) -> list[str]:
     return command.split("&& ")[-1].split()[3:] + ([f"--threads={threads}"] if threads else [])
 
 
+def listed(folder: Path, row: ClassifierRow) -> str:
+    """The row's checkpoint, listed in the process's zoo (once) so that the app's own predictors can load it by name."""
+    if row.name not in zoo.registry().names():
+        zoo.registry().add(candidate_spec(folder, row))
+    return row.name
+
+
 def candidate_spec(folder: Path, row: ClassifierRow) -> zoo.ModelSpec:
     config = json.loads((folder / "config.json").read_text())
     pre = config["pretrained_cfg"]
@@ -192,10 +199,7 @@ def external_figures(name: str) -> dict:
 
 def measure_classifier(cfg: TablesConfig, row: ClassifierRow, folder: Path) -> dict:
     metrics = json.loads((folder / "metrics.json").read_text())
-    registry = zoo.registry()
-    if row.name not in registry.names():
-        registry.add(candidate_spec(folder, row))
-    loaded = zoo.load(row.name)
+    loaded = zoo.load(listed(folder, row))
     test = metrics["test"]
     return {
         "name": row.name, "arch": row.arch, "family": row.family, "init": row.init, "note": row.note,
@@ -227,16 +231,14 @@ def retime(cfg: TablesConfig) -> None:
     for row in CLASSIFIER_ROWS:
         stored = Path(cfg.runs) / "weights" / row.name / "table_row.json"
         if stored.is_file():
-            if row.name not in zoo.registry().names():
-                zoo.registry().add(candidate_spec(stored.parent, row))
-            latency = latency_with_heatmap(row.name)
+            latency = latency_with_heatmap(listed(stored.parent, row))
             stored.write_text(json.dumps({**json.loads(stored.read_text()), "latency_ms_with_heatmap": latency}, indent=2) + "\n")
     for arch in SEGMENT_ARCHS:
-        stored = Path(cfg.runs) / "weights" / f"lung-{arch}-mobilenetv2" / "table_row.json"
+        stored = Path(cfg.runs) / "weights" / segmenter_name(arch) / "table_row.json"
         if stored.is_file():
             latency, _ = segmenter_latency(stored.parent)
             stored.write_text(json.dumps({**json.loads(stored.read_text()), "latency_ms": latency}, indent=2) + "\n")
-    for table, names in (("classify", [r.name for r in CLASSIFIER_ROWS]), ("segment", [f"lung-{a}-mobilenetv2" for a in SEGMENT_ARCHS])):
+    for table, names in (("classify", [r.name for r in CLASSIFIER_ROWS]), ("segment", [segmenter_name(a) for a in SEGMENT_ARCHS])):
         stored = [Path(cfg.runs) / "weights" / name / "table_row.json" for name in names]
         write(cfg, table, [json.loads(path.read_text()) for path in stored if path.is_file()])
 
@@ -251,10 +253,14 @@ def measured(folder: Path, measure) -> dict:
     return row
 
 
+def segmenter_name(arch: str) -> str:
+    return f"lung-{arch}-mobilenetv2"
+
+
 def segment_command(cfg: TablesConfig, arch: str) -> str:
     return (f"python -m train.segment --data {SHARED}/lung-masks/shenzhen --data train/splits/covid-qu-ex-sample-train.csv "
             f"--external train/splits/covid-qu-ex-sample-holdout.csv --arch {arch} --encoder mobilenet_v2 "
-            f"--init {INIT}/mobilenet_v2_imagenet.safetensors --epochs {cfg.seg_epochs} --name lung-{arch}-mobilenetv2 "
+            f"--init {INIT}/mobilenet_v2_imagenet.safetensors --epochs {cfg.seg_epochs} --name {segmenter_name(arch)} "
             f"--runs {cfg.runs} --out {cfg.runs}/weights")
 
 
@@ -281,7 +287,7 @@ def segment_table(cfg: TablesConfig) -> list[dict]:
     rows = []
     for arch in SEGMENT_ARCHS:
         command = segment_command(cfg, arch)
-        folder = Path(cfg.runs) / "weights" / f"lung-{arch}-mobilenetv2"
+        folder = Path(cfg.runs) / "weights" / segmenter_name(arch)
         if cfg.rows and arch not in cfg.rows and not (folder / "metrics.json").is_file():
             continue
         if not (folder / "metrics.json").is_file():
@@ -295,7 +301,7 @@ def segmenter_row(folder: Path, arch: str, command: str) -> dict:
     metrics = json.loads((folder / "metrics.json").read_text())
     external = next(iter(metrics["external"].values()))
     latency, params = segmenter_latency(folder)
-    return {"name": f"lung-{arch}-mobilenetv2", "arch": arch, "shenzhen_dice": metrics["test"]["dice"],
+    return {"name": segmenter_name(arch), "arch": arch, "shenzhen_dice": metrics["test"]["dice"],
             "shenzhen_iou": metrics["test"]["iou"], "shenzhen_n": metrics["test"]["n"], "covid_qu_ex_dice": external["dice"],
             "covid_qu_ex_iou": external["iou"], "covid_qu_ex_n": external["n"], "minutes_per_epoch": metrics["minutes_per_epoch"],
             "epochs": metrics["epochs"], "latency_ms": latency, "params_m": params, "command": command}
