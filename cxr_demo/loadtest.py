@@ -3,25 +3,31 @@
     python -m cxr_demo.loadtest --clients 4 --seconds 60          # starts app.py itself on a free port
     python -m cxr_demo.loadtest --url http://127.0.0.1:7860/       # or an app that is already running
     python -m cxr_demo.loadtest --clients 2 --requests 200 --mix full   # memory after an afternoon of mixed clicks
+    python -m cxr_demo.loadtest --clients 30 --images ../shared/data/cxr-3class   # every client its own films: no answer reused
 
 Each client loops over the endpoints (classify, zeroshot, segment, and detect when the zoo has a detector; `--mix full` adds
-Compare and a ScoreCAM heatmap) with the example images until the time or the request count is up. The last line is one JSON
+Compare and a ScoreCAM heatmap) until the time or the request count is up. By default the clients click the examples, as a
+class following its teacher does, so most answers come from the app's result memo; with `--images DIR` each client takes
+its own films from DIR (one film per round of the tabs), which measures what the models themselves can serve. The last line is one JSON
 object: requests, failures, throughput, p50/p95 per endpoint and, for an app it started, the server's resident memory.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import threading
 import time
 from collections import defaultdict
 from contextlib import nullcontext
+from pathlib import Path
 
 import numpy as np
 
 from cxr_demo import zoo
 from cxr_demo.io import examples
 from cxr_demo.serve import running_app
+from cxr_demo.ui.batch_rows import find_images
 
 ENDPOINTS = {task: f"/{task}" for task in zoo.ENDPOINTS}
 FULL_MIX = {"compare": "/compare", "scorecam": "/classify"}  # the heaviest clicks: four models at once, a heatmap of 320 passes
@@ -42,13 +48,13 @@ def server_memory_mb(pid: int) -> dict:
     return {"server_rss_mb": fields.get("VmRSS"), "server_peak_rss_mb": fields.get("VmHWM")}
 
 
-def client_loop(url: str, endpoints: list[str], images: list[str], stop_at: float, record, more) -> None:
+def client_loop(url: str, endpoints: list[str], pick_image, stop_at: float, record, more) -> None:
     from gradio_client import Client, handle_file
 
     client = Client(url, verbose=False)
     i = 0
     while time.time() < stop_at and more():
-        endpoint, image = endpoints[i % len(endpoints)], images[i % len(images)]
+        endpoint, image = endpoints[i % len(endpoints)], pick_image(i)
         start = time.perf_counter()
         try:
             client.predict(handle_file(image), *request_args(endpoint), api_name={**ENDPOINTS, **FULL_MIX}[endpoint])
@@ -65,6 +71,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--requests", type=int, help="stop after this many requests in all (default: only the time limit)")
     parser.add_argument("--mix", choices=("tabs", "full"), default="tabs", help="full: also Compare and a ScoreCAM heatmap")
     parser.add_argument("--url", help="an app that is already running (default: start app.py)")
+    parser.add_argument("--images", type=Path, help="a folder of films (searched recursively): each client takes its own")
     args = parser.parse_args(argv)
     with nullcontext(None) if args.url else running_app() as app:
         return report(args, run_clients(args, app.url if app else args.url), server_memory_mb(app.process.pid) if app else {})
@@ -72,7 +79,6 @@ def main(argv=None) -> dict:
 
 def run_clients(args, url: str) -> tuple[dict[str, list[float]], list[str], float]:
     endpoints = [task for task in ENDPOINTS if zoo.names(task)] + (list(FULL_MIX) if args.mix == "full" else [])
-    images = examples.paths()
     times: dict[str, list[float]] = defaultdict(list)
     failures: list[str] = []
     lock = threading.Lock()
@@ -88,7 +94,8 @@ def run_clients(args, url: str) -> tuple[dict[str, list[float]], list[str], floa
             return args.requests is None or sum(len(v) for v in times.values()) < args.requests
 
     started = time.time()
-    threads = [threading.Thread(target=client_loop, args=(url, endpoints[k:] + endpoints[:k], images, started + args.seconds, record, more))
+    threads = [threading.Thread(target=client_loop, args=(url, endpoints[k:] + endpoints[:k], image_picker(args, k, len(endpoints)),
+                                                          started + args.seconds, record, more))
                for k in range(args.clients)]
     for thread in threads:
         thread.start()
@@ -97,10 +104,24 @@ def run_clients(args, url: str) -> tuple[dict[str, list[float]], list[str], floa
     return times, failures, time.time() - started
 
 
+def image_picker(args, client: int, rounds_of: int):
+    """Request i's image for one client: the examples in turn, or with --images this client's own films, a new one
+    each round of the tabs (a student uploads a film and opens every tab with it)."""
+    if not args.images:
+        images = examples.paths()
+        return lambda i: images[i % len(images)]
+    films = [str(p) for p in find_images(args.images)]
+    if not films:
+        raise SystemExit(f"no images under {args.images}")
+    random.Random(0).shuffle(films)
+    first = client * max(1, len(films) // args.clients)
+    return lambda i: films[(first + i // rounds_of) % len(films)]
+
+
 def report(args, outcome: tuple[dict[str, list[float]], list[str], float], memory: dict) -> dict:
     times, failures, elapsed = outcome
     total = sum(len(v) for v in times.values())
-    result = {"clients": args.clients, "seconds": round(elapsed, 1), "requests": total, "failures": len(failures),
+    result = {"clients": args.clients, "images": str(args.images or "examples"), "seconds": round(elapsed, 1), "requests": total, "failures": len(failures),
               "throughput_rps": round(total / elapsed, 2),
               "endpoints": {e: {"n": len(v), "p50_ms": round(float(np.percentile(v, 50)), 1), "p95_ms": round(float(np.percentile(v, 95)), 1)}
                             for e, v in times.items()},

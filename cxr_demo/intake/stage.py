@@ -13,7 +13,7 @@ import numpy as np
 from cxr_demo.intake.check import UNRELIABLE, InputRefused, Verdict, check
 from cxr_demo.intake.lungs import Lungs, find_lungs
 from cxr_demo.io import XRay
-from cxr_demo.io.recent import Recent
+from cxr_demo.io.recent import Recent, forget_images
 
 CACHE_SIZE = 16  # images; a lung mask is 256x256, so the cache stays around a few MB
 
@@ -24,7 +24,7 @@ class Intake:
     lungs: Lungs
 
 
-_RECENT = Recent(CACHE_SIZE)
+_RECENT = Recent(CACHE_SIZE, per_image=True)
 
 
 def fingerprint(pixels: np.ndarray) -> str:
@@ -44,8 +44,8 @@ def intake(xray: XRay, segmenter: str | None = None, checker: str | None = None)
 
 
 def forget() -> None:
-    """Drop every cached intake (benchmarks time a first click; tests start clean)."""
-    _RECENT.clear()
+    """Drop every cached intake and every remembered task result (benchmarks time a first click; tests start clean)."""
+    forget_images()
 
 
 def admit(seen: Intake, analyse_anyway: bool = False) -> tuple[str, ...]:

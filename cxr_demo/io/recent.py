@@ -2,14 +2,20 @@
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import OrderedDict
+
+_PER_IMAGE: weakref.WeakSet = weakref.WeakSet()
 
 
 class Recent:
-    """A small thread-safe LRU: bounded, so a long afternoon of uploads does not grow the process."""
+    """A small thread-safe LRU: bounded, so a long afternoon of uploads does not grow the process.
+    `per_image=True` marks a cache of answers about uploaded images, which `forget_images()` empties."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, per_image: bool = False):
         self.size, self.items, self.lock = size, OrderedDict(), threading.Lock()
+        if per_image:
+            _PER_IMAGE.add(self)
 
     def get(self, key):
         with self.lock:
@@ -28,3 +34,9 @@ class Recent:
     def clear(self) -> None:
         with self.lock:
             self.items.clear()
+
+
+def forget_images() -> None:
+    """Empty every per-image cache (intakes and task results): benchmarks time a first click, tests start clean."""
+    for cache in list(_PER_IMAGE):
+        cache.clear()

@@ -12,6 +12,7 @@ from cxr_demo.intake.lungs import FULL_FILM, Box, Lungs, box_in_pixels, crop_to_
 from cxr_demo.io import XRay
 from cxr_demo.io.preprocess import model_input, upsample_to
 from cxr_demo.tasks.cam import class_activation_map
+from cxr_demo.tasks.memo import remembered
 from cxr_demo.zoo.gate import capture_pre_logits
 
 UNFAMILIAR = (
@@ -57,6 +58,7 @@ def prepare(pixels: np.ndarray, loaded: zoo.Loaded) -> torch.Tensor:
     )
 
 
+@remembered
 def predict(
     xray: XRay,
     model: str | None = None,

@@ -22,6 +22,7 @@ from torchvision.ops import box_iou
 from cxr_demo import zoo
 from cxr_demo.io import XRay
 from cxr_demo.io.detector_input import DetectPreprocess, Prepared, prepare
+from cxr_demo.tasks.memo import remembered
 from cxr_demo.zoo.detector import DetectorSpec
 
 
@@ -76,6 +77,7 @@ def run_detector(module: torch.nn.Module, prepared: list[Prepared], score_thresh
     return [{**out, "boxes": p.to_source(out["boxes"])} for out, p in zip(outputs, prepared)]
 
 
+@remembered
 def predict(xray: XRay, model: str | None = None, score_threshold: float = 0.3, nms_iou: float = 0.5,
             keep_preprocessed: bool = False) -> DetectResult:
     if not 0 <= score_threshold <= 1 or not 0 < nms_iou <= 1:

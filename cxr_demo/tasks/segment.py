@@ -11,6 +11,7 @@ from cxr_demo import zoo
 from cxr_demo.intake.lungs import Lungs, run_segmenter, two_largest
 from cxr_demo.io import InvalidImage, XRay
 from cxr_demo.io.preprocess import upsample_to
+from cxr_demo.tasks.memo import remembered
 
 MID_GRAY_LIMIT = 0.05  # share of pixels between 10% and 90% grey beyond which a "mask" is really a picture
 CHEST_FILM_CM = (20.0, 55.0)  # the longer side of a chest film: a child's cassette to the largest adult detector
@@ -43,6 +44,7 @@ class SegmentResult:
     probabilities: dict[str, float] | None = None  # multi-task models also classify
 
 
+@remembered
 def predict(xray: XRay, model: str | None = None, reference: np.ndarray | None = None, lungs: Lungs | None = None) -> SegmentResult:
     """`lungs` is the shared intake's lung mask: reused (not recomputed) when it came from this model."""
     loaded = zoo.load(model or zoo.default("segment").name)

@@ -18,6 +18,7 @@ from cxr_demo.intake.lungs import Lungs, crop_to_box, find_lungs
 from cxr_demo.io import InvalidImage, XRay, read_xray
 from cxr_demo.io.preprocess import model_input
 from cxr_demo.io.recent import Recent
+from cxr_demo.tasks.memo import remembered
 from cxr_demo.tasks.metrics import classification_report
 
 NEGATION = "no {}"  # CheXzero's negative prompt for each positive one
@@ -166,6 +167,7 @@ class ZeroShotResult:
         return max(self.probabilities, key=self.probabilities.get)
 
 
+@remembered
 def predict(xray: XRay, model: str | None = None, prompt_set: PromptSet | None = None, temperature: float = 1.0,
             lungs: Lungs | None = None) -> ZeroShotResult:
     loaded = zoo.load(model or zoo.default("zeroshot").name)
