@@ -18,6 +18,7 @@ import json
 import random
 import threading
 import time
+import uuid
 from collections import defaultdict
 from contextlib import nullcontext
 from pathlib import Path
@@ -48,16 +49,67 @@ def server_memory_mb(pid: int) -> dict:
     return {"server_rss_mb": fields.get("VmRSS"), "server_peak_rss_mb": fields.get("VmHWM")}
 
 
-def client_loop(url: str, endpoints: list[str], pick_image, stop_at: float, record, more) -> None:
-    from gradio_client import Client, handle_file
+class BrowserLikeClient:
+    """What a browser tab does per click, over one kept-alive HTTP connection: upload the file, call the endpoint, read its
+    event stream, fetch the output images. gradio_client opens new HTTP clients on every call and spent 120-200 ms of CPU
+    per request doing it; on a 2-core box that shares the CPU with the app, the test then measured the load generator."""
 
-    client = Client(url, verbose=False)
+    def __init__(self, url: str, defaults: dict[str, list]):
+        import httpx
+
+        self.http = httpx.Client(base_url=url.rstrip("/") + "/gradio_api", timeout=300)
+        self.defaults = defaults
+        self.session = uuid.uuid4().hex  # one browser tab is one Gradio session: its state is set up once, not per click
+
+    @staticmethod
+    def endpoint_defaults(url: str) -> dict[str, list]:
+        """Each named endpoint's default inputs, as the app's own API page lists them (the upload comes first)."""
+        import httpx
+
+        info = httpx.get(url.rstrip("/") + "/gradio_api/info", timeout=60).raise_for_status().json()
+        return {name: [p.get("parameter_default") for p in endpoint["parameters"]] for name, endpoint in info["named_endpoints"].items()}
+
+    def predict(self, image: str, *args, api_name: str) -> list:
+        with open(image, "rb") as file:
+            path = self.http.post("/upload", files={"files": (Path(image).name, file)}).raise_for_status().json()[0]
+        data = [{"path": path, "meta": {"_type": "gradio.FileData"}}, *args, *self.defaults[api_name][1 + len(args):]]
+        event = self.http.post(f"/call{api_name}", json={"data": data, "session_hash": self.session}).raise_for_status().json()["event_id"]
+        outputs = self._outcome(f"/call{api_name}/{event}")
+        for url in output_urls(outputs):
+            self.http.get(url).raise_for_status()
+        return outputs
+
+    def _outcome(self, stream_path: str) -> list:
+        kind = None
+        with self.http.stream("GET", stream_path) as stream:
+            for line in stream.iter_lines():
+                if line.startswith("event:"):
+                    kind = line.partition(":")[2].strip()
+                elif line.startswith("data:") and kind in ("complete", "error"):
+                    payload = json.loads(line.partition(":")[2])
+                    if kind == "error":
+                        raise RuntimeError(f"the app answered with an error: {payload}")
+                    return payload
+        raise RuntimeError("the event stream ended without a result")
+
+
+def output_urls(value) -> list[str]:
+    """Every file the answer points to (heatmaps, overlays, CSVs): a browser shows them, so it fetches them."""
+    if isinstance(value, dict):
+        return [value["url"]] if isinstance(value.get("url"), str) else [u for v in value.values() for u in output_urls(v)]
+    if isinstance(value, list):
+        return [u for v in value for u in output_urls(v)]
+    return []
+
+
+def client_loop(url: str, defaults: dict[str, list], endpoints: list[str], pick_image, stop_at: float, record, more) -> None:
+    client = BrowserLikeClient(url, defaults)
     i = 0
     while time.time() < stop_at and more():
         endpoint, image = endpoints[i % len(endpoints)], pick_image(i)
         start = time.perf_counter()
         try:
-            client.predict(handle_file(image), *request_args(endpoint), api_name={**ENDPOINTS, **FULL_MIX}[endpoint])
+            client.predict(image, *request_args(endpoint), api_name={**ENDPOINTS, **FULL_MIX}[endpoint])
             record(endpoint, (time.perf_counter() - start) * 1000, None)
         except Exception as error:  # noqa: BLE001 - every failure counts, whatever it is
             record(endpoint, (time.perf_counter() - start) * 1000, f"{type(error).__name__}: {error}")
@@ -73,7 +125,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--url", help="an app that is already running (default: start app.py)")
     parser.add_argument("--images", type=Path, help="a folder of films (searched recursively): each client takes its own")
     args = parser.parse_args(argv)
-    with nullcontext(None) if args.url else running_app() as app:
+    with nullcontext(None) if args.url else running_app(until_models_loaded=True) as app:
+        if app:
+            print(f"app answering after {app.ready_s} s, default models loaded after {app.models_loaded_s} s: the clock starts now")
         return report(args, run_clients(args, app.url if app else args.url), server_memory_mb(app.process.pid) if app else {})
 
 
@@ -93,8 +147,9 @@ def run_clients(args, url: str) -> tuple[dict[str, list[float]], list[str], floa
         with lock:
             return args.requests is None or sum(len(v) for v in times.values()) < args.requests
 
+    defaults = BrowserLikeClient.endpoint_defaults(url)
     started = time.time()
-    threads = [threading.Thread(target=client_loop, args=(url, endpoints[k:] + endpoints[:k], image_picker(args, k, len(endpoints)),
+    threads = [threading.Thread(target=client_loop, args=(url, defaults, endpoints[k:] + endpoints[:k], image_picker(args, k, len(endpoints)),
                                                           started + args.seconds, record, more))
                for k in range(args.clients)]
     for thread in threads:

@@ -6,15 +6,16 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterator
 
+from cxr_demo.ui.warmup import MODELS_LOADED
 from cxr_demo.zoo.catalog import REPO_ROOT
-
 
 
 class AppDidNotStart(RuntimeError):
@@ -26,6 +27,7 @@ class RunningApp:
     process: subprocess.Popen
     url: str
     ready_s: float  # from launch to the first HTTP answer
+    models_loaded_s: float | None = None  # from launch to the warm-up's "default models loaded" (when waited for)
 
 
 def free_port() -> int:
@@ -35,21 +37,37 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_app(log: IO | int = subprocess.DEVNULL, timeout: float = 120.0, root: str | Path = REPO_ROOT) -> Iterator[RunningApp]:
-    """`python app.py` from `root` (this checkout by default; a deploy's copy in the tests)."""
+def running_app(log: IO | int = subprocess.DEVNULL, timeout: float = 120.0, root: str | Path = REPO_ROOT,
+                until_models_loaded: bool = False) -> Iterator[RunningApp]:
+    """`python app.py` from `root` (this checkout by default; a deploy's copy in the tests). With `until_models_loaded`,
+    also wait for the background warm-up to load every default model: a class arrives at a Space that is up."""
     port = free_port()
     env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_ANALYTICS_ENABLED": "False"}
     start = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "app.py"], cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        url = f"http://127.0.0.1:{port}/"
-        yield RunningApp(process, url, _wait_until_answering(process, url, start, timeout))
-    finally:
-        process.terminate()
+    with tempfile.TemporaryFile("w+") if until_models_loaded else nullcontext(log) as output:
+        process = subprocess.Popen([sys.executable, "app.py"], cwd=root, env=env, stdout=output, stderr=subprocess.STDOUT)
         try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+            url = f"http://127.0.0.1:{port}/"
+            ready = _wait_until_answering(process, url, start, timeout)
+            loaded = _wait_for_line(process, output, MODELS_LOADED, start, timeout) if until_models_loaded else None
+            yield RunningApp(process, url, ready, loaded)
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def _wait_for_line(process: subprocess.Popen, output: IO, text: str, start: float, timeout: float) -> float:
+    while time.perf_counter() - start < timeout:
+        if process.poll() is not None:
+            raise AppDidNotStart(f"app.py exited with code {process.returncode}")
+        output.seek(0)
+        if text in output.read():
+            return round(time.perf_counter() - start, 2)
+        time.sleep(0.2)
+    raise AppDidNotStart(f"app.py did not log {text!r} within {timeout:.0f} s")
 
 
 def _wait_until_answering(process: subprocess.Popen, url: str, start: float, timeout: float) -> float:

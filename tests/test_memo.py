@@ -82,3 +82,63 @@ def test_a_real_classification_is_reused_until_forgotten(example_png):
     assert again.warnings[-1].startswith("Same image and settings")
     forget()
     assert not any(w.startswith("Same image") for w in classify.predict(image).warnings)
+
+
+def test_a_zero_shot_request_with_a_preset_is_remembered(example_png):
+    from cxr_demo.tasks import zeroshot
+
+    image = read_xray(example_png)
+    first = zeroshot.predict(image, prompt_set=zeroshot.PRESETS["clinical"])
+    again = zeroshot.predict(image, prompt_set=zeroshot.PRESETS["clinical"])
+    other = zeroshot.predict(image, prompt_set=zeroshot.PRESETS["naive"])
+    assert again.probabilities == first.probabilities and again.warnings[-1].startswith("Same image and settings")
+    assert not any(w.startswith("Same image") for w in other.warnings)
+
+
+def test_callers_of_a_key_being_computed_wait_for_that_answer_instead_of_computing_it_again():
+    import threading
+    import time
+
+    from cxr_demo.io.recent import Recent
+
+    cache, calls, answers = Recent(4), [], []
+
+    def slow():
+        calls.append(1)
+        time.sleep(0.3)
+        return "answer"
+
+    threads = [threading.Thread(target=lambda: answers.append(cache.remember("k", slow))) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(calls) == 1
+    assert sorted(answers, key=lambda a: a[1]) == [("answer", False)] * 4 + [("answer", True)]
+
+
+def test_when_the_first_caller_fails_a_waiting_caller_computes_for_itself():
+    import threading
+    import time
+
+    from cxr_demo.io.recent import Recent
+
+    cache, outcomes = Recent(4), []
+
+    def failing():
+        time.sleep(0.2)
+        raise ValueError("bad file")
+
+    first = threading.Thread(target=lambda: outcomes.append(_outcome(cache, failing)))
+    first.start()
+    time.sleep(0.05)
+    outcomes.append(_outcome(cache, lambda: "second"))
+    first.join()
+    assert sorted(outcomes) == ["ValueError", "second"]
+
+
+def _outcome(cache, compute):
+    try:
+        return cache.remember("k", compute)[0]
+    except ValueError:
+        return "ValueError"

@@ -34,13 +34,11 @@ def fingerprint(pixels: np.ndarray) -> str:
 
 
 def intake(xray: XRay, segmenter: str | None = None, checker: str | None = None) -> Intake:
-    key = (fingerprint(xray.pixels), segmenter, checker)
-    seen = _RECENT.get(key)
-    if seen is None:
+    def compute() -> Intake:
         lungs = find_lungs(xray, segmenter)
-        seen = Intake(check(xray, lungs, checker), lungs)
-        _RECENT.put(key, seen)
-    return seen
+        return Intake(check(xray, lungs, checker), lungs)
+
+    return _RECENT.remember((fingerprint(xray.pixels), segmenter, checker), compute)[0]
 
 
 def forget() -> None:

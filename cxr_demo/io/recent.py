@@ -14,6 +14,7 @@ class Recent:
 
     def __init__(self, size: int, per_image: bool = False):
         self.size, self.items, self.lock = size, OrderedDict(), threading.Lock()
+        self.pending: dict = {}  # key -> threading.Event of the one caller computing it
         if per_image:
             _PER_IMAGE.add(self)
 
@@ -30,6 +31,32 @@ class Recent:
             self.items.move_to_end(key)
             while len(self.items) > self.size:
                 self.items.popitem(last=False)
+
+    def remember(self, key, compute) -> tuple[object, bool]:
+        """(value, whether this call computed it). Callers that ask for a key while another computes it wait for that
+        answer instead of computing it again: thirty students clicking the same example start one computation, not thirty."""
+        with self.lock:
+            if key in self.items:
+                self.items.move_to_end(key)
+                return self.items[key], False
+            computing = self.pending.get(key)
+            if computing is None:
+                computing = self.pending[key] = threading.Event()
+                owner = True
+            else:
+                owner = False
+        if not owner:
+            computing.wait()
+            value = self.get(key)
+            return (value, False) if value is not None else (compute(), True)  # the first caller failed: so may this one
+        try:
+            value = compute()
+            self.put(key, value)
+            return value, True
+        finally:
+            with self.lock:
+                self.pending.pop(key, None)
+            computing.set()
 
     def clear(self) -> None:
         with self.lock:

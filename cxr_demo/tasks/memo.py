@@ -44,11 +44,8 @@ def remembered(predict):
     @functools.wraps(predict)
     def run(xray: XRay, *args, **kwargs):
         key = request_key(predict, xray, args, kwargs)
-        stored = None if key is None else _RESULTS.get(key)
-        if stored is not None:
-            return dataclasses.replace(stored, warnings=(*stored.warnings, REUSED.format(ms=stored.latency_ms)))
-        result = predict(xray, *args, **kwargs)
-        if key is not None:
-            _RESULTS.put(key, result)
-        return result
+        if key is None:
+            return predict(xray, *args, **kwargs)
+        result, fresh = _RESULTS.remember(key, lambda: predict(xray, *args, **kwargs))
+        return result if fresh else dataclasses.replace(result, warnings=(*result.warnings, REUSED.format(ms=result.latency_ms)))
     return run

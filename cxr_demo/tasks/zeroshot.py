@@ -42,6 +42,9 @@ class PromptSet:
         if bad or not self.templates:
             raise ValueError(f"Each template needs exactly one {{}} where the prompt goes; fix {bad[0] if bad else 'the empty template list'!r}.")
 
+    def __hash__(self) -> int:  # the prompts are a dict: hash its items, so a request with this set can be remembered
+        return hash((self.name, tuple(self.prompts.items()), self.templates, self.contrast))
+
     def texts(self, label: str, negative: bool = False) -> list[str]:
         prompts = [NEGATION.format(p) for p in self.prompts[label]] if negative else self.prompts[label]
         return [template.format(p) for p in prompts for template in self.templates]

@@ -2,17 +2,36 @@
 already exists. Two clicks that produce the same picture (a classroom pressing the same example) then truncate the file
 while the first one's download streams it, and the client reads 0 bytes ("peer closed connection without sending
 complete message body"). Gradio's own `save_file_to_cache` already writes under a temporary name and renames; images
-get the same treatment here: an existing cached image is reused, and a new one appears whole or not at all."""
+get the same treatment here: an existing cached image is reused, and a new one appears whole or not at all.
+An identical picture is not even encoded again: the WebP encoder costs ~50 ms for a 768 px overlay, which was most of what a
+remembered answer (see cxr_demo.tasks.memo) still cost the server; hashing the raw pixels costs ~4 ms."""
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from pathlib import Path
 
 from gradio import processing_utils
 
+from cxr_demo.io.recent import Recent
+
+_ENCODED = Recent(256)  # raw pixels' digest -> the cached file; paths only, so the memory is negligible
+
 
 def save_pil_to_cache(img, cache_dir: str, name: str = "image", format: str = "webp") -> str:
+    pixels = hashlib.blake2b(img.tobytes(), digest_size=16)
+    pixels.update(f"{img.mode}{img.size}{cache_dir}{name}.{format}".encode())
+    known = _ENCODED.get(pixels.hexdigest())
+    if known is not None and Path(known).exists():
+        os.utime(known)
+        return known
+    path = _encode_to_cache(img, cache_dir, name, format)
+    _ENCODED.put(pixels.hexdigest(), path)
+    return path
+
+
+def _encode_to_cache(img, cache_dir: str, name: str, format: str) -> str:
     data = processing_utils.encode_pil_to_bytes(img, format)
     target = (Path(cache_dir) / processing_utils.hash_bytes(data) / f"{name}.{format}").resolve()
     if target.exists():

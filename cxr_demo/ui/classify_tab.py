@@ -15,8 +15,8 @@ from cxr_demo.render.overlays import display_pixels, gray_to_rgb_uint8, heatmap_
 from cxr_demo.tasks import classify
 from cxr_demo.tasks.cam import METHODS, SLOW_METHODS
 from cxr_demo.ui import batch_rows
-from cxr_demo.ui.common import (analyse_anyway_box, load_checked, model_choices, notes_markdown, run_on_upload, unreliable, upload_panel,
-                                upload_path, user_errors)
+from cxr_demo.ui.common import (CLICKS_IN_FLIGHT, analyse_anyway_box, load_checked, model_choices, notes_markdown, run_on_upload,
+                                unreliable, upload_panel, upload_path, user_errors)
 
 MAX_FILES = 50  # a class set of films; a whole archive belongs to `python -m cxr_demo.batch`
 TOP_PREDICTION = "Top prediction"
@@ -167,10 +167,10 @@ def build() -> None:
     model.change(lambda m: (gr.Dropdown(choices=target_choices(m), value=TOP_PREDICTION), model_summary(m)),
                  model, [target, summary], api_visibility="private")
     inputs, outputs = [upload, model, method, target, opacity, anyway], [probabilities, overlay, metadata, notes, why]
-    button.click(classify_image, inputs, outputs, api_name="classify", concurrency_id="classify", concurrency_limit=2)
+    button.click(classify_image, inputs, outputs, api_name="classify", concurrency_id="classify", concurrency_limit=CLICKS_IN_FLIGHT)
     run_on_upload(upload, shown, classify_image, inputs, outputs, also_clear=(counterfactual, blanked),
-                  concurrency_id="classify", concurrency_limit=2)
+                  concurrency_id="classify", concurrency_limit=CLICKS_IN_FLIGHT)
     run_files.click(classify_files, [files, model, anyway], [table, download], api_name="classify_files",
-                    concurrency_id="classify", concurrency_limit=2)
+                    concurrency_id="classify", concurrency_limit=CLICKS_IN_FLIGHT)
     remove.click(classify_without_lungs, [upload, model, anyway], [counterfactual, blanked],
-                 api_name="lungs_removed", concurrency_id="classify", concurrency_limit=2)
+                 api_name="lungs_removed", concurrency_id="classify", concurrency_limit=CLICKS_IN_FLIGHT)

@@ -16,6 +16,9 @@ from cxr_demo.render.overlays import display_pixels, gray_to_rgb_uint8
 
 log = logging.getLogger("cxr_demo")
 UPLOAD_HINT = "PNG, JPG, BMP, TIFF (8 or 16 bit) or DICOM"
+# clicks of one tab in flight at once. Each model's forward pass is serialised by its own lock anyway; what runs side by side
+# is decoding, the remembered answers and drawing, so a classroom's repeated clicks do not queue behind one slow film
+CLICKS_IN_FLIGHT = 4
 ANALYSE_ANYWAY = "Analyse anyway"
 ANALYSE_ANYWAY_INFO = "Only if the input check refused the image and you know better: the output is then marked unreliable."
 

@@ -7,8 +7,8 @@ import gradio as gr
 from cxr_demo import zoo
 from cxr_demo.render.boxes import draw_boxes
 from cxr_demo.tasks import detect
-from cxr_demo.ui.common import (analyse_anyway_box, load_checked, model_choices, notes_markdown, run_on_upload, upload_panel, upload_path,
-                                user_errors)
+from cxr_demo.ui.common import (CLICKS_IN_FLIGHT, analyse_anyway_box, load_checked, model_choices, notes_markdown, run_on_upload,
+                                upload_panel, upload_path, user_errors)
 
 BOX_HEADERS = ["box", "label", "score", "x0", "y0", "x1", "y1", "best IoU"]
 FOUND_IOU = 0.5  # the usual detection criterion: a ground-truth box counts as found at IoU 0.5 or more
@@ -75,5 +75,5 @@ def build() -> None:
                                     elem_id="detect-preprocessed")
     inputs, outputs = [upload, model, score, nms, show, reference, anyway], [overlay, boxes, notes, preprocessed]
     model.change(model_caveat, model, caveat, api_visibility="private")
-    button.click(detect_image, inputs, outputs, api_name="detect", concurrency_id="detect", concurrency_limit=1)
-    run_on_upload(upload, shown, detect_image, inputs, outputs, concurrency_id="detect", concurrency_limit=1)
+    button.click(detect_image, inputs, outputs, api_name="detect", concurrency_id="detect", concurrency_limit=CLICKS_IN_FLIGHT)
+    run_on_upload(upload, shown, detect_image, inputs, outputs, concurrency_id="detect", concurrency_limit=CLICKS_IN_FLIGHT)

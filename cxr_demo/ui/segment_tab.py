@@ -7,8 +7,8 @@ from cxr_demo import zoo
 from cxr_demo.io import read_xray
 from cxr_demo.render.overlays import mask_overlay
 from cxr_demo.tasks import segment
-from cxr_demo.ui.common import (analyse_anyway_box, load_checked, model_choices, notes_markdown, run_on_upload, unreliable, upload_panel,
-                                upload_path, user_errors)
+from cxr_demo.ui.common import (CLICKS_IN_FLIGHT, analyse_anyway_box, load_checked, model_choices, notes_markdown, run_on_upload,
+                                unreliable, upload_panel, upload_path, user_errors)
 
 
 def measurement_rows(result: segment.SegmentResult) -> list[list[str]]:
@@ -64,5 +64,5 @@ def build() -> None:
             measures = gr.Dataframe(headers=["measure", "pixels", "cm²"], label="Measurements", interactive=False,
                                     elem_id="segment-measures")
     inputs, outputs = [upload, model, reference, opacity, anyway], [overlay, measures, notes, probabilities]
-    button.click(segment_image, inputs, outputs, api_name="segment", concurrency_id="segment", concurrency_limit=2)
-    run_on_upload(upload, shown, segment_image, inputs, outputs, concurrency_id="segment", concurrency_limit=2)
+    button.click(segment_image, inputs, outputs, api_name="segment", concurrency_id="segment", concurrency_limit=CLICKS_IN_FLIGHT)
+    run_on_upload(upload, shown, segment_image, inputs, outputs, concurrency_id="segment", concurrency_limit=CLICKS_IN_FLIGHT)

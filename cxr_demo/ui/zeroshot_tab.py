@@ -9,8 +9,8 @@ from cxr_demo import zoo
 from cxr_demo.io import examples
 from cxr_demo.tasks import zeroshot
 from cxr_demo.tasks.zeroshot import PRESETS, LabelledSample, PromptSet
-from cxr_demo.ui.common import (analyse_anyway_box, load_checked, model_choices, notes_markdown, run_on_upload, unreliable, upload_panel,
-                                user_errors)
+from cxr_demo.ui.common import (CLICKS_IN_FLIGHT, analyse_anyway_box, load_checked, model_choices, notes_markdown, run_on_upload,
+                                unreliable, upload_panel, user_errors)
 
 CUSTOM = "custom (the prompts above)"
 SAMPLE_DIR = examples.EXAMPLES_DIR / "zeroshot-sample"
@@ -147,8 +147,8 @@ def build() -> None:
             summary = gr.Markdown(label="Spread between prompt sets", elem_id="zeroshot-summary")
     preset.change(preset_fields, preset, [*boxes, templates, contrast, description], api_visibility="private")
     inputs = [upload, model, preset, *boxes, templates, contrast, temperature, anyway]
-    button.click(zeroshot_image, inputs, [probabilities, notes], api_name="zeroshot", concurrency_id="zeroshot", concurrency_limit=2)
+    button.click(zeroshot_image, inputs, [probabilities, notes], api_name="zeroshot", concurrency_id="zeroshot", concurrency_limit=CLICKS_IN_FLIGHT)
     run_on_upload(upload, shown, zeroshot_image, inputs, [probabilities, notes], also_clear=(on_image,),
-                  concurrency_id="zeroshot", concurrency_limit=2)
+                  concurrency_id="zeroshot", concurrency_limit=CLICKS_IN_FLIGHT)
     compare.click(compare_prompt_sets, [upload, model, sets, *boxes, templates, contrast, temperature, per_class, folder, anyway],
-                  [on_image, scores, summary], api_name="zeroshot_compare", concurrency_id="zeroshot", concurrency_limit=2)
+                  [on_image, scores, summary], api_name="zeroshot_compare", concurrency_id="zeroshot", concurrency_limit=CLICKS_IN_FLIGHT)
