@@ -8,8 +8,9 @@
 Each client loops over the endpoints (classify, zeroshot, segment, and detect when the zoo has a detector; `--mix full` adds
 Compare and a ScoreCAM heatmap) until the time or the request count is up. By default the clients click the examples, as a
 class following its teacher does, so most answers come from the app's result memo; with `--images DIR` each client takes
-its own films from DIR (one film per round of the tabs), which measures what the models themselves can serve. The last line is one JSON
-object: requests, failures, throughput, p50/p95 per endpoint and, for an app it started, the server's resident memory.
+its own films from DIR (one film per round of the tabs), which measures what the models themselves can serve. A film the
+input check refuses counts as refused, not failed. The last line is one JSON object: requests, failures, refusals,
+throughput, p50/p95 per endpoint and, for an app it started, the server's resident memory.
 """
 from __future__ import annotations
 
@@ -47,6 +48,13 @@ def server_memory_mb(pid: int) -> dict:
         if key in ("VmRSS", "VmHWM"):
             fields[key] = round(int(value.split()[0]) / 1024, 1)
     return {"server_rss_mb": fields.get("VmRSS"), "server_peak_rss_mb": fields.get("VmHWM")}
+
+
+REFUSED_TITLE = "Input check"  # the title of the message a refused film gets: the app working as meant, not a failure
+
+
+class InputRefused(Exception):
+    pass
 
 
 class BrowserLikeClient:
@@ -87,6 +95,8 @@ class BrowserLikeClient:
                     kind = line.partition(":")[2].strip()
                 elif line.startswith("data:") and kind in ("complete", "error"):
                     payload = json.loads(line.partition(":")[2])
+                    if kind == "error" and (payload or {}).get("title") == REFUSED_TITLE:
+                        raise InputRefused(payload.get("error", ""))
                     if kind == "error":
                         raise RuntimeError(f"the app answered with an error: {payload}")
                     return payload
@@ -111,6 +121,8 @@ def client_loop(url: str, defaults: dict[str, list], endpoints: list[str], pick_
         try:
             client.predict(image, *request_args(endpoint), api_name={**ENDPOINTS, **FULL_MIX}[endpoint])
             record(endpoint, (time.perf_counter() - start) * 1000, None)
+        except InputRefused as refusal:
+            record(endpoint, (time.perf_counter() - start) * 1000, None, refused=str(refusal))
         except Exception as error:  # noqa: BLE001 - every failure counts, whatever it is
             record(endpoint, (time.perf_counter() - start) * 1000, f"{type(error).__name__}: {error}")
         i += 1
@@ -135,13 +147,16 @@ def run_clients(args, url: str) -> tuple[dict[str, list[float]], list[str], floa
     endpoints = [task for task in ENDPOINTS if zoo.names(task)] + (list(FULL_MIX) if args.mix == "full" else [])
     times: dict[str, list[float]] = defaultdict(list)
     failures: list[str] = []
+    refusals: list[str] = []
     lock = threading.Lock()
 
-    def record(endpoint: str, ms: float, error: str | None) -> None:
+    def record(endpoint: str, ms: float, error: str | None, refused: str | None = None) -> None:
         with lock:
             times[endpoint].append(ms)
             if error:
                 failures.append(f"{endpoint}: {error}")
+            if refused:
+                refusals.append(refused)
 
     def more() -> bool:
         with lock:
@@ -156,7 +171,7 @@ def run_clients(args, url: str) -> tuple[dict[str, list[float]], list[str], floa
         thread.start()
     for thread in threads:
         thread.join()
-    return times, failures, time.time() - started
+    return times, failures, refusals, time.time() - started
 
 
 def image_picker(args, client: int, rounds_of: int):
@@ -173,17 +188,19 @@ def image_picker(args, client: int, rounds_of: int):
     return lambda i: films[(first + i // rounds_of) % len(films)]
 
 
-def report(args, outcome: tuple[dict[str, list[float]], list[str], float], memory: dict) -> dict:
-    times, failures, elapsed = outcome
+def report(args, outcome: tuple[dict[str, list[float]], list[str], list[str], float], memory: dict) -> dict:
+    times, failures, refusals, elapsed = outcome
     total = sum(len(v) for v in times.values())
-    result = {"clients": args.clients, "images": str(args.images or "examples"), "seconds": round(elapsed, 1), "requests": total, "failures": len(failures),
+    result = {"clients": args.clients, "images": str(args.images or "examples"), "seconds": round(elapsed, 1), "requests": total,
+              "failures": len(failures), "refused_by_input_check": len(refusals),
               "throughput_rps": round(total / elapsed, 2),
               "endpoints": {e: {"n": len(v), "p50_ms": round(float(np.percentile(v, 50)), 1), "p95_ms": round(float(np.percentile(v, 95)), 1)}
                             for e, v in times.items()},
               **memory, "first_failures": failures[:3]}
     for endpoint, row in result["endpoints"].items():
         print(f"{endpoint:<9} n={row['n']:<4} p50 {row['p50_ms']:7.0f} ms  p95 {row['p95_ms']:7.0f} ms (client-side, queue included)")
-    print(f"{total} requests from {args.clients} clients in {elapsed:.0f} s: {result['throughput_rps']} req/s, {len(failures)} failed")
+    print(f"{total} requests from {args.clients} clients in {elapsed:.0f} s: {result['throughput_rps']} req/s, {len(failures)} failed, "
+          f"{len(refusals)} refused by the input check (a message, as designed)")
     if memory:
         print(f"server memory after them: {memory['server_rss_mb']} MB resident, {memory['server_peak_rss_mb']} MB at the peak")
     print(json.dumps(result))

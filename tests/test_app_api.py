@@ -114,3 +114,16 @@ def test_every_endpoint_output_is_named(client):
     for endpoint, info in api["named_endpoints"].items():
         for output in info["returns"]:
             assert not output["label"].startswith("value_"), f"{endpoint} returns an unnamed output"
+
+
+def test_the_load_tests_browser_like_client_gets_answers_refusals_and_a_repeat_marked_as_reused(running_app, example_png, document_png):
+    from cxr_demo.loadtest import BrowserLikeClient, InputRefused
+
+    browser = BrowserLikeClient(running_app, BrowserLikeClient.endpoint_defaults(running_app))
+    label, overlay, *_ = browser.predict(str(example_png), api_name="/classify")
+    assert label["label"] in LABELS and overlay["url"]
+    again = browser.predict(str(example_png), api_name="/classify")
+    assert again[1]["url"] == overlay["url"]  # the same picture, served from the same cached file
+    assert "Same image and settings" in again[3]
+    with pytest.raises(InputRefused, match="does not look like a chest X-ray"):
+        browser.predict(str(document_png), api_name="/segment")

@@ -1,30 +1,28 @@
-"""The warm-up's priming pass: every default model runs once on a throw-away film, and no answer about it is kept."""
+"""The warm-up's priming pass: every tab's click runs once on a throw-away film, and no answer about it is kept."""
 from __future__ import annotations
 
 import numpy as np
 
-from cxr_demo.io import examples
+from cxr_demo.io import examples, read_xray
 from cxr_demo.io.recent import _PER_IMAGE
 from cxr_demo.ui import warmup
 
 
 def test_priming_runs_each_task_and_keeps_no_answer(monkeypatch):
-    ran = []
     from cxr_demo.tasks import classify
 
-    predict = classify.predict
+    ran, predict = [], classify.predict
     monkeypatch.setattr(classify, "predict", lambda *a, **k: ran.append("classify") or predict(*a, **k))
     warmup.prime(("classify",))
     assert ran == ["classify"]
     assert all(not cache.items for cache in _PER_IMAGE)
 
 
-def test_the_throwaway_film_is_no_example_and_exists_without_examples(monkeypatch):
+def test_the_throwaway_film_is_no_example_and_exists_without_examples(tmp_path, monkeypatch):
     from cxr_demo.intake.stage import fingerprint
-    from cxr_demo.io import read_xray
 
-    film = warmup.throwaway_film()
+    film = read_xray(warmup.throwaway_film(tmp_path))
     assert fingerprint(film.pixels) not in {fingerprint(read_xray(p).pixels) for p in examples.paths()}
-    monkeypatch.setattr(examples, "paths", lambda: [])
-    grey = warmup.throwaway_film()
-    assert grey.pixels.shape == (256, 256) and np.allclose(grey.pixels, 0.5)
+    monkeypatch.setattr(examples, "paths", list)
+    ramp = read_xray(warmup.throwaway_film(tmp_path)).pixels
+    assert ramp.shape == (256, 256) and np.all(np.diff(ramp[:, 0]) >= 0)

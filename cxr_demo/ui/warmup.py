@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from cxr_demo import zoo
-from cxr_demo.io import XRay, examples, read_xray
-from cxr_demo.io.xray import SafeMeta
+from cxr_demo.io import examples, read_xray
 
 log = logging.getLogger("cxr_demo")
 MODELS_LOADED = "default models loaded"  # the log line the load test waits for before it starts its clock
@@ -41,32 +43,31 @@ def warm_up(tasks: tuple[str, ...] = zoo.ENDPOINTS) -> list[str]:
 
 
 def prime(tasks: tuple[str, ...] = zoo.ENDPOINTS) -> None:
-    """One prediction per task's default model on a throw-away film (an example, mirrored, or flat grey without examples),
-    so that the first real click does not pay for lazy set-up: oneDNN kernels, ONNX Runtime's first run, GradCAM's first
-    backward pass. Under a classroom's first burst that set-up was most of the slowest answers."""
-    from cxr_demo.intake import forget, intake
-    from cxr_demo.tasks import classify, detect, segment, zeroshot
+    """Each tab's click once, on a throw-away film (the first example, mirrored; a grey ramp without examples), so that the
+    first real click does not pay for lazy set-up: oneDNN kernels, ONNX Runtime's first run, GradCAM's first backward
+    pass, fonts. Under a classroom's first burst that set-up was most of the slowest answers. Nothing about it is kept."""
+    from cxr_demo.intake import forget
+    from cxr_demo.ui import HANDLERS
 
-    film = throwaway_film()
-    predictors = {"classify": lambda: classify.predict(film, method="GradCAM"), "segment": lambda: segment.predict(film),
-                  "detect": lambda: detect.predict(film), "zeroshot": lambda: zeroshot.predict(film)}
-    try:
-        intake(film)
-        for task in tasks:
-            if task in predictors and zoo.names(task):
-                predictors[task]()
-    except Exception as error:  # noqa: BLE001 - priming is an optimisation; the app must start whatever it meets
-        log.warning("priming the models failed (%s: %s); the first clicks will be slower", type(error).__name__, error)
-    finally:
-        forget()
+    with tempfile.TemporaryDirectory() as folder:
+        film = throwaway_film(Path(folder))
+        try:
+            for task in tasks:
+                if task in HANDLERS and zoo.names(task):
+                    HANDLERS[task](film, analyse_anyway=True)  # a mirrored film is refused otherwise
+        except Exception as error:  # noqa: BLE001 - priming is an optimisation; the app must start whatever it meets
+            log.warning("priming the models failed (%s); the first clicks will be slower", type(error).__name__)
+        finally:
+            forget()
 
 
-def throwaway_film() -> XRay:
+def throwaway_film(folder: Path) -> str:
     paths = examples.paths()
-    if paths:
-        real = read_xray(paths[0])
-        return XRay(np.ascontiguousarray(real.pixels[:, ::-1]), real.meta)
-    return XRay(np.full((256, 256), 0.5, np.float32), SafeMeta("png", 256, 256))
+    gradient = np.tile(np.linspace(0.2, 0.8, 256, dtype=np.float32)[:, None], (1, 256))  # a flat image is refused on upload
+    pixels = read_xray(paths[0]).pixels[:, ::-1] if paths else gradient
+    path = folder / "throwaway.png"
+    Image.fromarray((pixels * 255).round().astype(np.uint8)).save(path)
+    return str(path)
 
 
 def warm_up_and_say_so() -> None:
