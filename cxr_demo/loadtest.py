@@ -143,7 +143,7 @@ def main(argv=None) -> dict:
         return report(args, run_clients(args, app.url if app else args.url), server_memory_mb(app.process.pid) if app else {})
 
 
-def run_clients(args, url: str) -> tuple[dict[str, list[float]], list[str], float]:
+def run_clients(args, url: str) -> tuple[dict[str, list[float]], list[str], list[str], float]:
     endpoints = [task for task in ENDPOINTS if zoo.names(task)] + (list(FULL_MIX) if args.mix == "full" else [])
     times: dict[str, list[float]] = defaultdict(list)
     failures: list[str] = []

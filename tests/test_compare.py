@@ -154,3 +154,13 @@ def test_a_remembered_answer_keeps_its_models_compute_time(example_png):
     again = compare.run(xray, "classify", models, method=None)  # every answer now comes from the memo
     assert [o.latency_ms for o in again.outputs] == [o.latency_ms for o in first.outputs]
     assert all(o.latency_ms > 1 for o in again.outputs)
+
+
+def test_a_zero_shot_models_clinical_row_carries_its_audit():
+    name = "cxr-lit-effnet-minilm"
+    metrics = json.loads((REPO / "weights" / name / "metrics.json").read_text())
+    entries = leaderboard.entries_for(zoo.get(name), metrics, {})
+    clinical = next(e for e in entries if e.variant == "prompts: clinical")
+    assert clinical.lungs_removed_accuracy == metrics["audit"]["lungs_removed"]["accuracy"]
+    assert clinical.external_n == metrics["audit"]["external"]["n"]
+    assert all(e.lungs_removed_accuracy is None for e in entries if e is not clinical)

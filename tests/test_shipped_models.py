@@ -5,8 +5,11 @@ The feature gate is not asked to reject photographs: measured, it does not (see 
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+import torch
 
 from cxr_demo import zoo
 from cxr_demo.io import read_xray
@@ -151,3 +154,16 @@ def test_the_input_check_refuses_a_document_and_noise(document_png):
     assert "does not look like a chest X-ray" in checked(read_xray(document_png).pixels).reason
     noise = np.random.default_rng(0).random((512, 512))
     assert checked(noise).flagged
+
+
+def test_a_zero_shot_model_gets_the_lungs_removed_figure_through_the_apps_path(class_folder, capsys):
+    from train.evaluate import main as evaluate_main
+    from train.evaluate import run_classifier
+
+    model = zoo.default("zeroshot").name
+    evaluate_main(["--task", "zeroshot", "--model", model, "--data", str(class_folder), "--lungs-removed", "--json"])
+    removed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert removed["task"] == "zeroshot" and removed["lungs_removed"] and removed["n"] == 30
+    film = [class_folder / "COVID" / "images" / "COVID-0.png"]
+    whole, blanked = run_classifier(model, film).logits[0], run_classifier(model, film, lungs_removed=True).logits[0]
+    assert not torch.allclose(whole, blanked)  # the model read the blanked film, not the whole one

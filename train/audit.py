@@ -109,7 +109,7 @@ The other-hospital set is small (n={external['n']}): read its accuracy as a prob
 
 @dataclass
 class AuditConfig:
-    model: str | None = field(default=None, metadata={"help": "a classify or multitask zoo model (default: the zoo's default classifier)"})
+    model: str | None = field(default=None, metadata={"help": "a classify, multitask or zeroshot zoo model (default: the zoo's default classifier)"})
     shared: Path = SHARED
     write: bool = field(default=False, metadata={"help": "store the figures in the checkpoint's metrics.json under 'audit'"})
 

@@ -43,7 +43,13 @@ def image_paths(data_dir: Path) -> list[Path]:
 
 
 def model_logits(loaded: zoo.Loaded, xray: XRay, lungs: Lungs, cam: bool = False) -> tuple[torch.Tensor, float | None]:
-    """Logits through the app's own path (lung crop included), and the heatmap's share inside the lungs when `cam`."""
+    """Logits through the app's own path (lung crop included), and the heatmap's share inside the lungs when `cam`.
+    A zero-shot model answers with its clinical prompts, so it gets the same figures as a classifier (no heatmap)."""
+    if loaded.spec.task == "zeroshot":
+        from cxr_demo.tasks import zeroshot
+
+        result = zeroshot.predict(xray, loaded.spec.name, zeroshot.PRESETS["clinical"], lungs=lungs)
+        return torch.tensor([result.probabilities[k] for k in zeroshot.model_labels(loaded)]).clamp_min(1e-12).log(), None
     if loaded.spec.task == "classify":
         result = classify.predict(xray, loaded.spec.name, "GradCAM" if cam else None, lungs=lungs)
         probs = torch.tensor([result.probabilities[k] for k in loaded.config.get("label_names") or loaded.spec.labels])
@@ -120,7 +126,7 @@ def evaluate_classifier(model_name: str, data_dir: Path, split: str, seed: int, 
     seen = run_classifier(model_name, data.paths, lungs_removed, cam)
     targets = torch.tensor([labels.index(data.classes[data.labels[i]]) for i in seen.kept])
     report = classification_report(torch.stack(seen.logits), targets, labels, temperature)
-    result = {"model": model_name, "task": "classify", "data": str(data_dir), "split": split, "lungs_removed": lungs_removed,
+    result = {"model": model_name, "task": loaded.spec.task, "data": str(data_dir), "split": split, "lungs_removed": lungs_removed,
               **report, **check_summary(seen, len(data.paths))}
     if seen.heatmap_in_lungs:
         result["heatmap_in_lungs"] = float(np.mean(seen.heatmap_in_lungs))
@@ -217,7 +223,7 @@ class EvaluateConfig:
     prompts: str | None = field(default=None, metadata={"help": "prompt preset for --task zeroshot (default clinical; 'all' scores every preset)"})
     held_out: bool = field(default=False, metadata={"help": "detect: only the images the model's metrics.json lists as held out"})
     masks: str = field(default="masks", metadata={"help": "mask folder name beside images/ (segment), e.g. 'lung masks'"})
-    lungs_removed: bool = field(default=False, metadata={"help": "classify: blank the lungs first: what is left is the shortcut"})
+    lungs_removed: bool = field(default=False, metadata={"help": "classify or zeroshot: blank the lungs first: what is left is the shortcut"})
     heatmap_share: bool = field(default=False, metadata={"help": "classify: also report the GradCAM mass inside the lung mask"})
     json: bool = field(default=False, metadata={"help": "end with one JSON line (always printed; kept for scripts)"})
 
@@ -242,6 +248,8 @@ def evaluate_model(args: EvaluateConfig) -> dict:
         usage_error(f"{model} is a {model_task} model; pass --task {' or --task '.join(zoo.task_table.tasks_served_by(model_task))}")
     if args.task == "classify":
         return evaluate_classifier(model, args.data, args.split, args.seed, args.lungs_removed, args.heatmap_share)
+    if args.task == "zeroshot" and args.lungs_removed:  # the clinical prompts, through the classifier's lungs-removed path
+        return evaluate_classifier(model, args.data, args.split, args.seed, lungs_removed=True)
     if args.task == "zeroshot":
         return evaluate_zeroshot_folder(model, args.data, args.split, args.seed, args.prompts or "clinical")
     if args.task == "detect":

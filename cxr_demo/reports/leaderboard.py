@@ -129,8 +129,9 @@ def entries_for(spec: zoo.ModelSpec, metrics: dict, latency: dict[str, float]) -
                   command=train_command(spec.task, config) if config else "")
     if spec.task not in KINDS:  # the input check classifies no findings: its figures are in its card and the README
         return []
-    if spec.task == "zeroshot":
-        return [Entry(**common, variant=f"prompts: {preset}", **_classification(report)) for preset, report in test.items()]
+    if spec.task == "zeroshot":  # train.audit scores a zero-shot model with its clinical prompts
+        return [Entry(**common, variant=f"prompts: {preset}", **_classification(report), **(_shortcut(metrics) if preset == "clinical" else {}))
+                for preset, report in test.items()]
     if spec.task == "segment":
         return [Entry(**common, dice=test.get("dice"), iou=test.get("iou"), external_dice=_external_dice(metrics))]
     if spec.task == "detect":
