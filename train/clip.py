@@ -168,6 +168,7 @@ def write_open_clip_files(cfg: ClipConfig, out: Path) -> None:
 
 
 def model_card(cfg: ClipConfig, classes: list[str]) -> tuple[str, ModelCardData]:
+    crop_flag = "" if cfg.crop == "none" else f" --crop {cfg.crop}"  # the lung crop is part of the model: say it
     body = f"""
 # {cfg.name}
 
@@ -181,7 +182,7 @@ For it, zero-shot means *free-text prompts on unseen images*, not unseen disease
 cardiomegaly and it will answer with confidence and without knowledge.
 
 ## Training
-`python -m train.clip --data {cfg.data} --init {cfg.init} --name {cfg.name} --epochs {cfg.epochs}`: AdamW, image tower lr {cfg.lr},
+`python -m train.clip --data {cfg.data} --init {cfg.init} --name {cfg.name} --epochs {cfg.epochs}{crop_flag}`: AdamW, image tower lr {cfg.lr},
 projections and logit scale lr {cfg.head_lr}, cosine schedule, batch {cfg.batch_size}, {cfg.img_size} px, preprocessing `{cfg.preprocess}`,
 the classifier's augmentation, seeded 80/10/10 split (the classifier's split), checkpoint chosen on validation macro-F1 with the
 training captions' class means. Loss: symmetric InfoNCE with every same-class caption a positive.
