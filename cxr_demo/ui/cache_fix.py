@@ -20,14 +20,15 @@ _ENCODED = Recent(256)  # raw pixels' digest -> the cached file; paths only, so 
 
 
 def save_pil_to_cache(img, cache_dir: str, name: str = "image", format: str = "webp") -> str:
-    pixels = hashlib.blake2b(img.tobytes(), digest_size=16)
-    pixels.update(f"{img.mode}{img.size}{cache_dir}{name}.{format}".encode())
-    known = _ENCODED.get(pixels.hexdigest())
+    digest = hashlib.blake2b(img.tobytes(), digest_size=16)
+    digest.update(f"{img.mode}{img.size}{cache_dir}{name}.{format}".encode())
+    key = digest.hexdigest()
+    known = _ENCODED.get(key)
     if known is not None and Path(known).exists():
         os.utime(known)
         return known
     path = _encode_to_cache(img, cache_dir, name, format)
-    _ENCODED.put(pixels.hexdigest(), path)
+    _ENCODED.put(key, path)
     return path
 
 
