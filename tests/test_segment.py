@@ -214,6 +214,25 @@ def test_a_few_segmentation_steps_train_and_export(tmp_path, example_png):
     assert (out / "README.md").read_text().count("Dice") >= 1
 
 
+def test_a_slim_decoder_is_trained_exported_and_loaded_back_as_such(tmp_path, use_zoo, example_png):
+    from train.segment import SegmentConfig, train
+
+    folder = tmp_path / "pairs"
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    for i in range(10):
+        Image.open(example_png).save(folder / "images" / f"{i}.png")
+        Image.fromarray(two_lungs(224, 224).astype(np.uint8) * 255).save(folder / "masks" / f"{i}.png")
+    cfg = SegmentConfig(data=[str(folder)], arch="unet", encoder="mobilenet_v2", decoder_channels=[32, 16, 8, 8, 4], epochs=1, max_steps=1,
+                        batch_size=4, img_size=64, out=str(tmp_path / "w"), runs=str(tmp_path / "r"), name="slim")
+    out = train(cfg)
+    assert json.loads((out / "config.json").read_text())["decoder_channels"] == [32, 16, 8, 8, 4]
+    entry = dict(name="slim", task="segment", arch="unet", labels=["lung"], input_size=64, mean=[0.5], std=[0.5], source=f"local:{out}")
+    use_zoo(zoo.Zoo.from_toml(tiny_zoo_toml(tmp_path, [entry])))
+    result = segment.predict(read_xray(example_png), "slim")  # smp's default decoder would not fit these weights
+    assert result.mask.shape == (224, 224)
+
+
 def test_multitask_model_returns_mask_and_classes(tmp_path, use_zoo, example_png):
     torch.manual_seed(0)
     model = smp.create_model("unet", encoder_name="mobilenet_v2", encoder_weights=None, in_channels=1, classes=1, aux_params=dict(classes=3))

@@ -189,6 +189,8 @@ def test_the_counterfactual_loss_asks_for_no_answer_without_lungs():
     shortcut = classify_loss(FixedLogits([8, 0, 0]), x, y, blanked)
     assert undecided.item() == pytest.approx(films_only.item() + np.log(3), abs=1e-4)  # the uniform answer costs only ln 3
     assert shortcut.item() > undecided.item() + 2  # a confident answer with the lungs gone is penalised
+    heavier = classify_loss(FixedLogits([8, 0, 0]), x, y, blanked, weight=3.0)
+    assert heavier.item() - films_only.item() == pytest.approx(3 * (shortcut.item() - films_only.item()), rel=1e-4)
 
 
 def test_blanked_lung_crops_fill_the_lungs_with_grey():

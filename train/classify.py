@@ -48,6 +48,7 @@ class ClassifyConfig(TrainConfig):
     crop: str = "none"  # "lungs": train on the lung box from the zoo's segmenter (cxr_demo.intake.lungs), as the app will see it
     augment: str = "standard"  # "site": also gamma, noise, JPEG and stronger blur/contrast, to break scanner and site cues
     counterfactual: float = 0.0  # share of each batch added as lungs-blanked crops with a uniform target: nothing outside the lungs may decide
+    counterfactual_weight: float = 1.0  # of that uniform-target term against the films' cross-entropy
     ema_decay: float = 0.998
     drop_rate: float = 0.2
 
@@ -166,14 +167,14 @@ def counterfactual_batches(cfg: ClassifyConfig, data, splits, train_batches: Bat
                    shuffle=True, seed=cfg.seed + 1)
 
 
-def classify_loss(model, x: torch.Tensor, y: torch.Tensor, blanked: torch.Tensor | None) -> torch.Tensor:
-    """Cross-entropy on the films, plus, for the blanked crops, cross-entropy against the uniform distribution:
+def classify_loss(model, x: torch.Tensor, y: torch.Tensor, blanked: torch.Tensor | None, weight: float = 1.0) -> torch.Tensor:
+    """Cross-entropy on the films, plus, for the blanked crops, `weight` x cross-entropy against the uniform distribution:
     with the lungs gone the model should not know the class (a "right for the right reasons" penalty)."""
     if blanked is None:
         return F.cross_entropy(model(x), y)
     logits = model(torch.cat([x, blanked]))
     films, counterfactual = logits[: len(x)], logits[len(x):]
-    return F.cross_entropy(films, y) - counterfactual.log_softmax(1).mean()
+    return F.cross_entropy(films, y) - weight * counterfactual.log_softmax(1).mean()
 
 
 def model_config(cfg: ClassifyConfig, classes: list[str], temperature: float, mean, std) -> dict:
@@ -204,7 +205,7 @@ Use the Grad-CAM view to see what the model looks at.
 def counterfactual_note(cfg: ClassifyConfig) -> str:
     if cfg.counterfactual <= 0:
         return ""
-    return (f"\n**Counterfactual penalty** (`--counterfactual {cfg.counterfactual:g}`): each batch also holds "
+    return (f"\n**Counterfactual penalty** (`--counterfactual {cfg.counterfactual:g} --counterfactual-weight {cfg.counterfactual_weight:g}`): each batch also holds "
             f"{round(cfg.counterfactual * cfg.batch_size)} training crops with the lungs blanked out, exactly as "
             "`train.evaluate --lungs-removed` blanks them, and their target is the uniform distribution: with the lungs gone "
             "the model is taught not to know the class, so that what it does know comes from the lungs.")
@@ -305,7 +306,7 @@ class ClassifyTrainer(Trainer):
 
     def loss(self, batch) -> torch.Tensor:
         (x, y), blanked = batch
-        return classify_loss(self.model, x, y, blanked)
+        return classify_loss(self.model, x, y, blanked, self.cfg.counterfactual_weight)
 
     def after_step(self, update: int) -> None:
         self.ema.update(self.model, step=update)

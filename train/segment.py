@@ -41,6 +41,7 @@ class SegmentConfig(TrainConfig):
     batch_size: int = 8
     epochs: int = 60
     img_size: int = 256
+    decoder_channels: list[int] = field(default_factory=list)  # empty: smp's (256, 128, 64, 32, 16); halving them halves the decoder's cost
 
     @property
     def run_name(self) -> str:
@@ -59,8 +60,9 @@ def build_model(cfg: SegmentConfig, classes: int = 1, aux_classes: int | None = 
     if cfg.arch not in ARCHITECTURES:
         raise SystemExit(f"--arch must be one of {', '.join(ARCHITECTURES)}; got {cfg.arch!r}")
     aux = dict(classes=aux_classes, dropout=0.2) if aux_classes else None
+    decoder = {"decoder_channels": tuple(cfg.decoder_channels)} if cfg.decoder_channels else {}
     model = smp.create_model(cfg.arch, encoder_name=cfg.encoder, encoder_weights="imagenet" if cfg.init == "hub" else None,
-                             in_channels=1, classes=classes, aux_params=aux)
+                             in_channels=1, classes=classes, aux_params=aux, **decoder)
     if cfg.init not in (None, "none", "hub"):
         load_encoder_init(model.encoder, Path(cfg.init))
     return model
@@ -190,6 +192,7 @@ class SegmentTrainer(Trainer):
         }
         config = {
             "architecture": cfg.arch, "encoder_name": cfg.encoder, "in_channels": 1, "classes": 1, "label_names": [cfg.label],
+            **({"decoder_channels": list(cfg.decoder_channels)} if cfg.decoder_channels else {}),
             "pretrained_cfg": {"input_size": [1, cfg.img_size, cfg.img_size], "mean": list(MEAN), "std": list(STD)},
             "cxr_demo": {"task": "segment", "preprocess": cfg.preprocess, "threshold": 0.5},
         }
@@ -208,7 +211,7 @@ A `{cfg.arch}` ({cfg.encoder} encoder) {cfg.label} segmenter for frontal chest X
 `train/segment.py` on {", ".join(cfg.data)}. **A teaching demo, not a medical device.**
 
 ## Training
-Encoder init: {cfg.init or "random"}. AdamW lr {cfg.lr} (one-cycle), weight decay {cfg.weight_decay}, {cfg.epochs} epochs,
+Encoder init: {cfg.init or "random"}.{f" Decoder channels {tuple(cfg.decoder_channels)}." if cfg.decoder_channels else ""} AdamW lr {cfg.lr} (one-cycle), weight decay {cfg.weight_decay}, {cfg.epochs} epochs,
 batch {cfg.batch_size}, {cfg.img_size} px, preprocessing `{cfg.preprocess}`; loss Dice + BCE (smp); augmentation moves image and
 mask together (random resized crop, rotation, shift, scale) and jitters blur and contrast on the image only.
 Split: seeded random 80/10/10 over {sum(metrics["data"]["sizes"].values())} pairs; checkpoint chosen on validation Dice.

@@ -15,7 +15,7 @@ from cxr_demo.intake.lungs import Lungs, find_lungs
 from cxr_demo.io import XRay
 from cxr_demo.io.recent import Recent, forget_images
 
-CACHE_SIZE = 16  # images; a lung mask is 256x256, so the cache stays around a few MB
+CACHE_SIZE = 16  # images; a lung mask is at most 256x256, so the cache stays around a few MB
 
 
 @dataclass(frozen=True)

@@ -62,9 +62,10 @@ def _load_smp_segmenter(spec: ModelSpec, config: dict, state: dict, folder: Path
     import segmentation_models_pytorch as smp
 
     aux = dict(classes=config["aux_classes"]) if config.get("aux_classes") else None
+    decoder = {"decoder_channels": tuple(config["decoder_channels"])} if config.get("decoder_channels") else {}
     try:
         model = smp.create_model(config.get("architecture", spec.arch), encoder_name=config["encoder_name"], encoder_weights=None,
-                                 in_channels=config.get("in_channels", 1), classes=config.get("classes", 1), aux_params=aux)
+                                 in_channels=config.get("in_channels", 1), classes=config.get("classes", 1), aux_params=aux, **decoder)
         model.load_state_dict(state)
     except (RuntimeError, KeyError, ValueError) as error:
         raise ModelUnavailable(f"Model {spec.name!r}: the weights do not fit {spec.arch!r} ({str(error).splitlines()[0]}).") from None
