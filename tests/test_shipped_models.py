@@ -167,3 +167,16 @@ def test_a_zero_shot_model_gets_the_lungs_removed_figure_through_the_apps_path(c
     film = [class_folder / "COVID" / "images" / "COVID-0.png"]
     whole, blanked = run_classifier(model, film).logits[0], run_classifier(model, film, lungs_removed=True).logits[0]
     assert not torch.allclose(whole, blanked)  # the model read the blanked film, not the whole one
+
+
+def test_the_zero_shot_image_tower_runs_in_onnxruntime_with_pytorchs_embeddings(example_png):
+    from cxr_demo.tasks.zeroshot import image_input
+    from cxr_demo.zoo.runtime import OnnxRuntimeModule
+
+    loaded = zoo.load(zoo.default("zeroshot").name)
+    assert isinstance(loaded.module.image_tower, OnnxRuntimeModule)
+    x = image_input(read_xray(example_png), loaded)
+    with torch.inference_mode():
+        exported = loaded.module.encode_image(x)
+        eager = torch.nn.functional.normalize(loaded.module.clip.encode_image(x.expand(-1, 3, -1, -1)).float(), dim=-1)
+    assert exported.shape == eager.shape and torch.allclose(exported, eager, atol=1e-3)

@@ -185,7 +185,7 @@ def model_config(cfg: ClassifyConfig, classes: list[str], temperature: float, me
             "cxr_demo": {"task": "classify", "preprocess": cfg.preprocess, "crop": cfg.crop, "temperature": temperature}}
 
 
-LUNG_CROP_NOTE = """Input: **the lung box only.** The zoo's lung segmenter (`lung-unet-mobilenetv2`) finds the two lungs, the box around
+LUNG_CROP_NOTE = """Input: **the lung box only.** The zoo's lung segmenter (`{segmenter}`) finds the two lungs, the box around
 them is widened by 5% of the image on each side, and that crop is squashed to a square. The app, `train.classify` and
 `train.evaluate` all take the crop through `cxr_demo.intake.lungs`, so the model sees at inference what it was trained on.
 Borders, markers, the shoulders and most of the body outline, where a full-film model finds its shortcuts, are cut away."""
@@ -200,6 +200,12 @@ elsewhere" instead of disease, and the in-distribution test figures below cannot
 An adult viral pneumonia will likely not be called "Viral Pneumonia"; a child's normal film may be.
 Use the Grad-CAM view to see what the model looks at.
 """
+
+
+def lung_crop_note() -> str:
+    from cxr_demo import zoo
+
+    return LUNG_CROP_NOTE.format(segmenter=zoo.default("segment").name)
 
 
 def counterfactual_note(cfg: ClassifyConfig) -> str:
@@ -237,7 +243,7 @@ Init: {init_text}. Optimizer {cfg.opt}, lr {cfg.lr}, weight decay {cfg.weight_de
 {cfg.epochs} epochs, batch {cfg.batch_size}, EMA {cfg.ema_decay}, input {cfg.img_size} px, preprocessing `{cfg.preprocess}`
 (histogram equalization at train and inference time), augmentation: random resized crop, small rotation/shift,
 blur and contrast jitter{", plus gamma, grain and JPEG (`--augment site`)" if cfg.augment == "site" else ""}; no flips.
-{LUNG_CROP_NOTE if cfg.crop == "lungs" else "Input: the whole film, squashed to a square."}{counterfactual_note(cfg)} Data fraction {cfg.fraction:.0%}; trained layers: {"all" if cfg.train_last is None else f"last {cfg.train_last} blocks + head"}.
+{lung_crop_note() if cfg.crop == "lungs" else "Input: the whole film, squashed to a square."}{counterfactual_note(cfg)} Data fraction {cfg.fraction:.0%}; trained layers: {"all" if cfg.train_last is None else f"last {cfg.train_last} blocks + head"}.
 Minutes per epoch (2-core CPU): {metrics["minutes_per_epoch"]:.2f}. Temperature (fitted on val): {test["temperature"]:.3f}.
 
 ## Test-split results ({test["n"]} images never seen in training or model selection)

@@ -96,20 +96,32 @@ def build_from_folder(folder: Path) -> tuple[torch.nn.Module, object]:
         tokenizer = open_clip.get_tokenizer(f"local-dir:{folder}")
     return model, tokenizer
 
+class ImageTower(torch.nn.Module):
+    """The image half of an open_clip model on its own, so that ONNX Runtime can run it (the text half is run once per prompt set)."""
+
+    def __init__(self, clip: torch.nn.Module):
+        super().__init__()
+        self.clip = clip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.clip.encode_image(x.expand(-1, 3, -1, -1))  # every open_clip image tower takes RGB: gray is repeated
+
+
 class ZeroShotModel(torch.nn.Module):
     """An open_clip model with its tokenizer: normalised embeddings in, from pixels or from strings."""
 
-    def __init__(self, clip: torch.nn.Module, tokenizer):
+    def __init__(self, clip: torch.nn.Module, tokenizer, image_tower: torch.nn.Module | None = None):
         super().__init__()
         self.clip, self.tokenizer = clip, tokenizer
+        self.image_tower = image_tower or ImageTower(clip)
 
     @property
     def logit_scale(self) -> float:
         return float(self.clip.logit_scale.detach().exp().clamp(max=100))
 
     def encode_image(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 1 or 3, H, W), normalised: every open_clip image tower takes RGB, so gray is repeated."""
-        return F.normalize(self.clip.encode_image(x.expand(-1, 3, -1, -1)).float(), dim=-1)
+        """(N, 1 or 3, H, W), normalised."""
+        return F.normalize(self.image_tower(x).float(), dim=-1)
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         return F.normalize(self.clip.encode_text(self.tokenizer(texts)).float(), dim=-1)

@@ -78,14 +78,16 @@ def _load_smp_segmenter(spec: ModelSpec, config: dict, state: dict, folder: Path
 @register_loader("zeroshot")
 def _load_open_clip(spec: ModelSpec, config: dict, state: dict, folder: Path) -> torch.nn.Module:
     """open_clip's local-dir layout (open_clip_config.json); the text tower is built from text/config.json, offline."""
-    from cxr_demo.zoo.clip_model import ZeroShotModel, build_from_folder
+    from cxr_demo.zoo.clip_model import ImageTower, ZeroShotModel, build_from_folder
+    from cxr_demo.zoo.runtime import with_onnxruntime
 
     try:
         model, tokenizer = build_from_folder(folder)
         model.load_state_dict(state)
     except (RuntimeError, KeyError, OSError, ValueError) as error:
         raise ModelUnavailable(f"Model {spec.name!r}: cannot build the open_clip model in {folder} ({str(error).splitlines()[0]}).") from None
-    return ZeroShotModel(model, tokenizer)
+    example = torch.zeros(1, len(spec.mean), spec.input_size, spec.input_size)
+    return ZeroShotModel(model.eval(), tokenizer, with_onnxruntime(ImageTower(model).eval(), example, spec.name))
 
 
 @register_loader("detect")
