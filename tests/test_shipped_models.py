@@ -180,3 +180,16 @@ def test_the_zero_shot_image_tower_runs_in_onnxruntime_with_pytorchs_embeddings(
         exported = loaded.module.encode_image(x)
         eager = torch.nn.functional.normalize(loaded.module.clip.encode_image(x.expand(-1, 3, -1, -1)).float(), dim=-1)
     assert exported.shape == eager.shape and torch.allclose(exported, eager, atol=1e-3)
+
+
+def test_bench_times_two_callables_in_turns_and_keeps_them_apart():
+    import time
+
+    from cxr_demo.bench import interleaved_p50_ms
+
+    order = []
+    fast = lambda: order.append("fast")  # noqa: E731
+    slow = lambda: (order.append("slow"), time.sleep(0.02))  # noqa: E731
+    p50 = interleaved_p50_ms({"fast": fast, "slow": slow}, repeats=3, warmup=0)
+    assert order == ["fast", "slow"] * 3  # in turns, so a machine that slows down slows both
+    assert p50["slow"] >= 20 > p50["fast"]
