@@ -41,7 +41,7 @@ class SegmentConfig(TrainConfig):
     batch_size: int = 8
     epochs: int = 60
     img_size: int = 256
-    decoder_channels: list[int] = field(default_factory=list)  # empty: smp's (256, 128, 64, 32, 16); halving them halves the decoder's cost
+    decoder_channels: list[int] = field(default_factory=list)  # empty: smp's (256, 128, 64, 32, 16), most of a U-Net's CPU time; halved: 46 vs 70 ms at 256 px
 
     @property
     def run_name(self) -> str:
