@@ -188,8 +188,8 @@ def test_bench_times_two_callables_in_turns_and_keeps_them_apart():
     from cxr_demo.bench import interleaved_p50_ms
 
     order = []
-    fast = lambda: order.append("fast")  # noqa: E731
-    slow = lambda: (order.append("slow"), time.sleep(0.02))  # noqa: E731
+    fast = lambda: order.append("fast")
+    slow = lambda: (order.append("slow"), time.sleep(0.02))
     p50 = interleaved_p50_ms({"fast": fast, "slow": slow}, repeats=3, warmup=0)
     assert order == ["fast", "slow"] * 3  # in turns, so a machine that slows down slows both
     assert p50["slow"] >= 20 > p50["fast"]

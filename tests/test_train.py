@@ -193,6 +193,15 @@ def test_the_counterfactual_loss_asks_for_no_answer_without_lungs():
     assert heavier.item() - films_only.item() == pytest.approx(3 * (shortcut.item() - films_only.item()), rel=1e-4)
 
 
+def test_the_zero_shot_counterfactual_asks_the_blanked_crops_to_match_no_class():
+    from train.clip import no_class_loss
+
+    undecided = no_class_loss(torch.zeros(4, 3))
+    matched = no_class_loss(torch.tensor([[30.0, 0.0, 0.0]]).repeat(4, 1))  # a logit scale of 100 makes this easy to reach
+    assert undecided.item() == pytest.approx(np.log(3), abs=1e-5)  # the floor: every class equally (un)likely
+    assert matched.item() > undecided.item() + 5
+
+
 def test_blanked_lung_crops_fill_the_lungs_with_grey():
     pixels = np.zeros((2, 64, 64), np.uint8)
     pixels[:, :, 32:] = 200  # a bright half; the "lungs" sit in the dark half

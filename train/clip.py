@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from huggingface_hub import ModelCardData
+from safetensors.torch import load_file
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 
@@ -26,8 +27,8 @@ from cxr_demo.tasks.metrics import classification_report
 from cxr_demo.zoo import clip_model
 from train import data as datasets
 from train.captions import caption_bank, sample_captions
-from train.classify import train_augment
-from train.data import Batches
+from train.classify import counterfactual_batches, train_augment
+from train.data import Batches, endless
 from train.engine import Export, TrainConfig, Trainer, load_imagenet, main, predict
 
 MEAN, STD = (0.5,), (0.5,)  # EfficientNet-Lite's normalisation
@@ -35,7 +36,7 @@ MEAN, STD = (0.5,), (0.5,)  # EfficientNet-Lite's normalisation
 
 @dataclass(kw_only=True)
 class ClipConfig(TrainConfig):
-    """`init`: ImageNet .safetensors for the image tower."""
+    """`init`: ImageNet .safetensors for the image tower, or a zoo LiT folder (weights/<name>) to fine-tune."""
     data: str
     image_arch: str = "tf_efficientnet_lite0"
     text_tower: str = clip_model.MINILM
@@ -46,6 +47,8 @@ class ClipConfig(TrainConfig):
     head_lr: float = 1e-3
     batch_size: int = 32
     crop: str = "none"  # "lungs": the image tower reads the lung box from the zoo's segmenter, as the classifier does
+    counterfactual: float = 0.0  # share of each batch added as lungs-blanked crops taught to match no class (train.classify's penalty)
+    counterfactual_weight: float = 1.0
 
 
 @torch.no_grad()
@@ -63,6 +66,11 @@ def multi_positive_clip_loss(image_features, text_features, labels, logit_scale)
     same = (labels[:, None] == labels[None, :]).float()
     targets = same / same.sum(1, keepdim=True)
     return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+
+
+def no_class_loss(logits: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against the uniform distribution over the classes: with the lungs blanked out, no class may fit."""
+    return -logits.log_softmax(1).mean()
 
 
 def encode_images(model, x: torch.Tensor) -> torch.Tensor:
@@ -92,13 +100,16 @@ class ClipTrainer(Trainer):
                                                 step_on_epochs=False, updates_per_epoch=self.steps_per_epoch, min_lr=cfg.lr * 0.01,
                                                 warmup_lr=cfg.lr * 0.1)
         self.val_batches = datasets.evaluation_batches(pixels, data.labels, self.splits["val"], cfg.preprocess, MEAN, STD)
+        self.counterfactuals = counterfactual_batches(cfg, data, self.splits, self.train_batches)
         self.rng: random.Random | None = None  # caption sampling, seeded by the epoch a run starts (or resumes) at
 
     def build_model(self, init: str | None) -> torch.nn.Module:
         cfg = self.cfg
         model = clip_model.build(clip_model.lit_model_cfg(cfg.image_arch, cfg.img_size, cfg.embed_dim, cfg.text_tower),
                                  text_pretrained=True)
-        if init:
+        if init and (Path(init) / "model.safetensors").is_file():
+            model.load_state_dict({k: v.float() for k, v in load_file(Path(init) / "model.safetensors").items()})
+        elif init:
             load_imagenet(model.visual.trunk, init)
         model.text.transformer.requires_grad_(False)  # LiT: the pretrained text tower is locked
         return model.to(memory_format=torch.channels_last)
@@ -109,18 +120,28 @@ class ClipTrainer(Trainer):
 
     def batches(self, epoch: int):
         self.rng = self.rng or random.Random(self.cfg.seed + epoch)
-        return self.train_batches
+        return zip(self.train_batches, endless(self.counterfactuals))
 
     def loss(self, batch) -> torch.Tensor:
-        x, y = batch
+        (x, y), blanked = batch
         chosen = torch.tensor(sample_captions(self.caption_labels, y.tolist(), self.rng))
         text = F.normalize(self.model.text.proj(self.pooled[chosen]), dim=-1)
-        return multi_positive_clip_loss(encode_images(self.model, x), text, y, self.model.logit_scale.exp().clamp(max=100))
+        scale = self.model.logit_scale.exp().clamp(max=100)
+        if blanked is None:
+            return multi_positive_clip_loss(encode_images(self.model, x), text, y, scale)
+        images = encode_images(self.model, torch.cat([x, blanked]))
+        films, counterfactual = images[: len(x)], images[len(x):]
+        return multi_positive_clip_loss(films, text, y, scale) + self.cfg.counterfactual_weight * no_class_loss(
+            scale * counterfactual @ self.class_embeddings().T)
+
+    def class_embeddings(self) -> torch.Tensor:
+        """Each class: the mean of its captions' embeddings (through the trainable projection)."""
+        text, of_class = F.normalize(self.model.text.proj(self.pooled), dim=-1), torch.tensor(self.caption_labels)
+        return F.normalize(torch.stack([text[of_class == c].mean(0) for c in range(len(self.data.classes))]), dim=-1)
 
     def validate(self) -> tuple[dict, float]:
-        with torch.no_grad():  # each class: the mean of its captions' embeddings
-            text, of_class = F.normalize(self.model.text.proj(self.pooled), dim=-1), torch.tensor(self.caption_labels)
-            classes = F.normalize(torch.stack([text[of_class == c].mean(0) for c in range(len(self.data.classes))]), dim=-1)
+        with torch.no_grad():
+            classes = self.class_embeddings()
         logits, labels = predict(self.model, self.val_batches, lambda m, x: m.logit_scale.exp() * encode_images(m, x) @ classes.T)
         f1 = classification_report(logits, labels, self.data.classes)["macro_f1"]
         return {"val_macro_f1": f1}, f1
@@ -167,6 +188,12 @@ def write_open_clip_files(cfg: ClipConfig, out: Path) -> None:
         shutil.copy(text_source / name, out / name)
 
 
+def counterfactual_flags(cfg: ClipConfig) -> str:
+    if cfg.counterfactual <= 0:
+        return ""
+    return f" --counterfactual {cfg.counterfactual:g} --counterfactual-weight {cfg.counterfactual_weight:g} --lr {cfg.lr:g}"
+
+
 def model_card(cfg: ClipConfig, classes: list[str]) -> tuple[str, ModelCardData]:
     crop_flag = "" if cfg.crop == "none" else f" --crop {cfg.crop}"  # the lung crop is part of the model: say it
     body = f"""
@@ -182,10 +209,10 @@ For it, zero-shot means *free-text prompts on unseen images*, not unseen disease
 cardiomegaly and it will answer with confidence and without knowledge.
 
 ## Training
-`python -m train.clip --data {cfg.data} --init {cfg.init} --name {cfg.name} --epochs {cfg.epochs}{crop_flag}`: AdamW, image tower lr {cfg.lr},
+`python -m train.clip --data {cfg.data} --init {cfg.init} --name {cfg.name} --epochs {cfg.epochs}{crop_flag}{counterfactual_flags(cfg)}`: AdamW, image tower lr {cfg.lr},
 projections and logit scale lr {cfg.head_lr}, cosine schedule, batch {cfg.batch_size}, {cfg.img_size} px, preprocessing `{cfg.preprocess}`,
 the classifier's augmentation, seeded 80/10/10 split (the classifier's split), checkpoint chosen on validation macro-F1 with the
-training captions' class means. Loss: symmetric InfoNCE with every same-class caption a positive.
+training captions' class means. Loss: symmetric InfoNCE with every same-class caption a positive.{f" Plus, weighted {cfg.counterfactual_weight:g}, cross-entropy against the uniform distribution for lungs-blanked crops (a share of {cfg.counterfactual:g} of each batch) scored against the class embeddings: with the lungs gone, no class may fit." if cfg.counterfactual > 0 else ""}
 
 Results per prompt preset (test split, never trained on) are in `metrics.json`; reproduce them with
 `python -m train.evaluate --task zeroshot --model {cfg.name} --data {cfg.data} --split test --prompts clinical --json`.
