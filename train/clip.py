@@ -191,7 +191,8 @@ def write_open_clip_files(cfg: ClipConfig, out: Path) -> None:
 def counterfactual_flags(cfg: ClipConfig) -> str:
     if cfg.counterfactual <= 0:
         return ""
-    return f" --counterfactual {cfg.counterfactual:g} --counterfactual-weight {cfg.counterfactual_weight:g} --lr {cfg.lr:g}"
+    return (f" --counterfactual {cfg.counterfactual:g} --counterfactual-weight {cfg.counterfactual_weight:g} --lr {cfg.lr:g}"
+            f" --head-lr {cfg.head_lr:g}")
 
 
 def model_card(cfg: ClipConfig, classes: list[str]) -> tuple[str, ModelCardData]:
