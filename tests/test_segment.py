@@ -197,15 +197,20 @@ def test_implausible_spacing_gives_no_cm2(seg_zoo, use_zoo, example_dicom):
     assert result.measures.area_cm2 is None and any("pixel spacing" in w for w in result.warnings)
 
 
+def pairs_folder(folder, image_png, n: int = 10):
+    """`folder/images/i.png` beside `folder/masks/i.png` (two lungs), the layout train.segment reads."""
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    for i in range(n):
+        Image.open(image_png).save(folder / "images" / f"{i}.png")
+        Image.fromarray(two_lungs(224, 224).astype(np.uint8) * 255).save(folder / "masks" / f"{i}.png")
+    return folder
+
+
 def test_a_few_segmentation_steps_train_and_export(tmp_path, example_png):
     from train.segment import SegmentConfig, train
 
-    folder = tmp_path / "pairs"
-    (folder / "images").mkdir(parents=True)
-    (folder / "masks").mkdir()
-    for i in range(10):
-        Image.open(example_png).save(folder / "images" / f"{i}.png")
-        Image.fromarray(two_lungs(224, 224).astype(np.uint8) * 255).save(folder / "masks" / f"{i}.png")
+    folder = pairs_folder(tmp_path / "pairs", example_png)
     cfg = SegmentConfig(data=[str(folder)], external=[str(folder)], arch="fpn", encoder="mobilenet_v2", epochs=2, max_steps=1,
                         batch_size=4, img_size=64, out=str(tmp_path / "w"), runs=str(tmp_path / "r"), name="smoke")
     out = train(cfg)
@@ -217,12 +222,7 @@ def test_a_few_segmentation_steps_train_and_export(tmp_path, example_png):
 def test_a_slim_decoder_is_trained_exported_and_loaded_back_as_such(tmp_path, use_zoo, example_png):
     from train.segment import SegmentConfig, train
 
-    folder = tmp_path / "pairs"
-    (folder / "images").mkdir(parents=True)
-    (folder / "masks").mkdir()
-    for i in range(10):
-        Image.open(example_png).save(folder / "images" / f"{i}.png")
-        Image.fromarray(two_lungs(224, 224).astype(np.uint8) * 255).save(folder / "masks" / f"{i}.png")
+    folder = pairs_folder(tmp_path / "pairs", example_png)
     cfg = SegmentConfig(data=[str(folder)], arch="unet", encoder="mobilenet_v2", decoder_channels=[32, 16, 8, 8, 4], epochs=1, max_steps=1,
                         batch_size=4, img_size=64, out=str(tmp_path / "w"), runs=str(tmp_path / "r"), name="slim")
     out = train(cfg)
