@@ -7,7 +7,7 @@ import timm
 import torch
 
 from cxr_demo.zoo import architectures  # noqa: F401  (registers cxr_simple_cnn, cxr_swin_atto)
-from cxr_demo.tasks.cam import METHODS, SLOW_METHODS, class_activation_map, reshape_transform, target_layer
+from cxr_demo.tasks.cam import METHODS, SLOW_METHODS, class_activation_map, forward_only_gradcam, reshape_transform, target_layer
 
 ARCHITECTURES = {
     "efficientnet": dict(name="tf_efficientnet_lite0", size=128),
@@ -22,6 +22,8 @@ ARCHITECTURES = {
     "simple-cnn": dict(name="cxr_simple_cnn", size=128),
     "swin-atto": dict(name="cxr_swin_atto", size=128, kwargs=dict(depths=(1, 1, 1, 1))),
 }
+# average pool + one linear layer, where GradCAM needs no gradients (a LayerNorm after the pool, as in ConvNeXt, breaks that)
+FORWARD_ONLY_FAMILIES = {"efficientnet", "mobilenet", "resnet", "simple-cnn"}
 
 
 @pytest.fixture(scope="module", params=list(ARCHITECTURES))
@@ -46,6 +48,19 @@ class TestEveryArchitecture:
         _, logits = class_activation_map(model, x, "GradCAM")
         with torch.inference_mode():
             torch.testing.assert_close(logits, model(x), rtol=1e-4, atol=1e-4)
+
+    def test_forward_only_gradcam_is_the_librarys_gradcam_where_it_applies(self, model_and_input):
+        family, model, x = model_and_input
+        fast = forward_only_gradcam(model, x, family)
+        assert (fast is not None) == (family in FORWARD_ONLY_FAMILIES)
+        if fast is None:
+            return
+        logits, pooled, features = fast(x)
+        with torch.inference_mode():
+            torch.testing.assert_close(logits, model(x), rtol=1e-3, atol=1e-3)
+        for index in range(3):
+            expected, _ = class_activation_map(model, x, "GradCAM", index)
+            np.testing.assert_allclose(fast.heatmap(features, index, tuple(x.shape[-2:])), expected, atol=1e-3)
 
     def test_target_layer_output_becomes_a_map(self, model_and_input):
         family, model, x = model_and_input

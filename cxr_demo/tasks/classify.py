@@ -11,7 +11,7 @@ from cxr_demo import zoo
 from cxr_demo.intake.lungs import FULL_FILM, Box, Lungs, box_in_pixels, crop_to_box, find_lungs, heatmap_share_in
 from cxr_demo.io import XRay
 from cxr_demo.io.preprocess import model_input, upsample_to
-from cxr_demo.tasks.cam import class_activation_map
+from cxr_demo.tasks.cam import class_activation_map, forward_only_gradcam
 from cxr_demo.tasks.memo import remembered
 from cxr_demo.zoo.gate import capture_pre_logits
 
@@ -58,6 +58,23 @@ def prepare(pixels: np.ndarray, loaded: zoo.Loaded) -> torch.Tensor:
     )
 
 
+def explain(loaded: zoo.Loaded, x: torch.Tensor, method: str | None, class_index: int | None):
+    """(heatmap or None, logits, pooled features) of one forward pass. GradCAM, and no heatmap at all, take the
+    forward-only path where the network allows it; every other method runs through pytorch-grad-cam."""
+    fast = forward_only_gradcam(loaded.module, x, loaded.spec.name) if method in (None, "GradCAM") else None
+    if fast is not None:
+        logits, pooled, features = fast(x)
+        index = int(logits[0].argmax()) if class_index is None else class_index
+        return (fast.heatmap(features, index, tuple(x.shape[-2:])) if method else None), logits, pooled
+    with capture_pre_logits(loaded.module) as captured:
+        if method:
+            heatmap, logits = class_activation_map(loaded.module, x, method, class_index)
+        else:
+            with torch.inference_mode():
+                heatmap, logits = None, loaded.module(x)
+    return heatmap, logits, captured[0]
+
+
 @remembered
 def predict(
     xray: XRay,
@@ -77,13 +94,9 @@ def predict(
         lungs = find_lungs(xray)  # a full-film model in a zoo without a segmenter simply gets no heatmap-in-lungs figure
     box = lungs.box if lungs is not None and reads_lung_crop(loaded) else FULL_FILM
     x = prepare(crop_to_box(xray.pixels, box), loaded)
-    with loaded.lock, capture_pre_logits(loaded.module) as features:
-        if method:
-            heatmap, logits = class_activation_map(loaded.module, x, method, None if target is None else labels.index(target))
-        else:
-            with torch.inference_mode():
-                heatmap, logits = None, loaded.module(x)
-    unfamiliar = loaded.gate is not None and loaded.gate.is_unfamiliar(features[0])
+    with loaded.lock:
+        heatmap, logits, pooled = explain(loaded, x, method, None if target is None else labels.index(target))
+    unfamiliar = loaded.gate is not None and loaded.gate.is_unfamiliar(pooled)
     probs = (logits[0].float() / float(loaded.options.get("temperature", 1.0))).softmax(0).tolist()
     latency = (time.perf_counter() - start) * 1000
     probabilities = dict(zip(labels, probs))

@@ -10,6 +10,7 @@ Importing `cxr_demo.zoo` imports this module, so the app, `train.classify` and `
 from __future__ import annotations
 
 import torch
+from timm.layers import SelectAdaptivePool2d
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.swin_transformer import SwinTransformer, checkpoint_filter_fn
 from torch import nn
@@ -36,6 +37,7 @@ class SimpleCNN(nn.Module):
         self.stages = nn.Sequential(*layers[3:])
         self.num_features = previous
         self.feature_info = [{"num_chs": previous, "reduction": 2 ** len(widths), "module": "stages"}]
+        self.global_pool = SelectAdaptivePool2d(pool_type="avg", flatten=True)
         self.drop = nn.Dropout(drop_rate)
         self.num_classes = num_classes
         self.head = nn.Linear(previous, num_classes)
@@ -54,7 +56,7 @@ class SimpleCNN(nn.Module):
         return self.stages(self.stem(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.drop(x.mean((2, 3)))
+        x = self.drop(self.global_pool(x))
         return x if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -2,9 +2,9 @@
 
 Measured with `python -m cxr_demo.bench --profile`: the lung U-Net's forward pass is most of a Segment click, and ONNX Runtime
 runs it faster than eager PyTorch in channels-last: 59 vs 66 ms for the full U-Net at 256 px, and 19 vs 35 ms for the slim-decoder
-one at 192 px (its many thin layers are where eager dispatch costs most). The classifier gains nothing that
-matters (GradCAM needs autograd, which ONNX Runtime has not got), so only the models that need no gradients use it: the
-segmenters, the input check and the zero-shot image tower (76 vs 67 ms for a whole zero-shot click).
+one at 192 px (its many thin layers are where eager dispatch costs most). Only what needs no gradients runs there: the
+segmenters, the input check, the zero-shot image tower (76 vs 67 ms for a whole zero-shot click) and a classifier's
+forward-only GradCAM (`cxr_demo.tasks.cam.ForwardOnlyGradCAM`: 11 vs 30 ms); the other heatmap methods need autograd.
 
 The export happens in memory when the model loads, from the weights already read from safetensors: no .onnx file is
 downloaded or stored. `CXR_DEMO_ONNX=0` keeps eager PyTorch; any export failure falls back to it with a warning.
