@@ -13,7 +13,7 @@ from cxr_demo import zoo
 from cxr_demo.tasks.metrics import classification_report, fit_temperature
 from tests.conftest import LABELS, SHARED_DATA, SHIPPED_LUNG_SEGMENTER, export_random_classifier, needs_shared_data, tiny_zoo_toml
 from train import data as datasets
-from train.classify import ClassifyConfig, build_model, classify_loss, freeze_all_but_last, parse_args, train
+from train.classify import ClassifyConfig, build_model, classify_loss, films_loss, freeze_all_but_last, parse_args, train
 from train.evaluate import main as evaluate_main
 
 
@@ -120,6 +120,28 @@ def test_a_few_steps_train_export_and_evaluate(class_folder, tmp_path, use_zoo, 
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert zoo.load("smoke").gate is not None
     assert result["n"] == 30 and {"accuracy", "macro_f1", "macro_precision", "macro_recall", "per_class", "ece"} <= set(result)
+
+
+def test_distillation_mixes_the_labels_with_the_teachers_softened_answer():
+    logits, labels = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]]), torch.tensor([0, 1])
+    labels_only = films_loss(logits, labels, 0.5, 2.0)
+    agreeing = torch.cat([labels[:, None].float(), (logits / 2.0).softmax(1)], 1)
+    assert films_loss(logits, agreeing, 0.5, 2.0).item() == pytest.approx(0.5 * labels_only.item(), abs=1e-5)
+    disagreeing = torch.cat([labels[:, None].float(), torch.tensor([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])], 1)
+    assert films_loss(logits, disagreeing, 0.5, 2.0).item() > 0.5 * labels_only.item() + 1
+
+
+def test_a_student_trains_on_a_zoo_teachers_answers(class_folder, tmp_path, use_zoo, monkeypatch):
+    monkeypatch.setattr(datasets, "CACHE_DIR", tmp_path / "cache")
+    teacher = export_random_classifier(tmp_path / "teacher", "mobilenetv2_035")
+    entry = dict(name="teacher", task="classify", arch="mobilenetv2_035", labels=LABELS, input_size=96, mean=[0.5], std=[0.5],
+                 source=f"local:{teacher}")
+    use_zoo(zoo.Zoo.from_toml(tiny_zoo_toml(tmp_path, [entry])))
+    cfg = ClassifyConfig(data=str(class_folder), arch="cxr_simple_cnn", name="student", teacher="teacher", epochs=1, batch_size=8,
+                         img_size=64, max_steps=2, out=str(tmp_path / "weights"), runs=str(tmp_path / "runs"))
+    out = train(cfg)
+    assert "Distilled** from the zoo classifier `teacher`" in (out / "README.md").read_text()
+    assert json.loads((out / "metrics.json").read_text())["train_config"]["teacher"] == "teacher"
 
 
 def test_evaluate_reports_predictions_on_an_unlabelled_folder(tmp_path, tiny_zoo, use_zoo, capsys, example_png, example_dicom):

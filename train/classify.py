@@ -51,6 +51,9 @@ class ClassifyConfig(TrainConfig):
     counterfactual_weight: float = 1.0  # of that uniform-target term against the films' cross-entropy
     ema_decay: float = 0.998
     drop_rate: float = 0.2
+    teacher: str | None = None  # a zoo classifier (name or weights/ folder) whose softened answers the model also learns (DeiT's soft distillation)
+    distill_weight: float = 0.5  # of the teacher's term against the labels' cross-entropy
+    distill_temperature: float = 2.0
 
     @property
     def run_name(self) -> str:
@@ -167,14 +170,42 @@ def counterfactual_batches(cfg: ClassifyConfig, data, splits, train_batches: Bat
                    shuffle=True, seed=cfg.seed + 1)
 
 
-def classify_loss(model, x: torch.Tensor, y: torch.Tensor, blanked: torch.Tensor | None, weight: float = 1.0) -> torch.Tensor:
+def classify_loss(model, x: torch.Tensor, y: torch.Tensor, blanked: torch.Tensor | None, weight: float = 1.0,
+                  distill: tuple[float, float] = (0.0, 1.0)) -> torch.Tensor:
     """Cross-entropy on the films, plus, for the blanked crops, `weight` x cross-entropy against the uniform distribution:
-    with the lungs gone the model should not know the class (a "right for the right reasons" penalty)."""
-    if blanked is None:
-        return F.cross_entropy(model(x), y)
-    logits = model(torch.cat([x, blanked]))
-    films, counterfactual = logits[: len(x)], logits[len(x):]
-    return F.cross_entropy(films, y) - weight * counterfactual.log_softmax(1).mean()
+    with the lungs gone the model should not know the class (a "right for the right reasons" penalty). With a teacher,
+    `y` holds the label and the teacher's softened probabilities (`with_teacher`), mixed in by `distill` = (weight, temperature)."""
+    logits = model(x if blanked is None else torch.cat([x, blanked]))
+    films = logits[: len(x)]
+    loss = films_loss(films, y, *distill)
+    return loss if blanked is None else loss - weight * logits[len(x):].log_softmax(1).mean()
+
+
+def films_loss(logits: torch.Tensor, y: torch.Tensor, distill_weight: float, temperature: float) -> torch.Tensor:
+    if y.ndim == 1:
+        return F.cross_entropy(logits, y)
+    labels, teacher = y[:, 0].long(), y[:, 1:]
+    soft = F.kl_div((logits / temperature).log_softmax(1), teacher, reduction="batchmean") * temperature ** 2
+    return (1 - distill_weight) * F.cross_entropy(logits, labels) + distill_weight * soft
+
+
+def with_teacher(cfg: ClassifyConfig, data, index: np.ndarray) -> np.ndarray:
+    """The labels as one (N, 1 + classes) float array: the label, then the teacher's probabilities at the distillation
+    temperature, computed once on the un-augmented training crops as the app feeds the teacher (its size, crop and preprocessing)."""
+    from cxr_demo import zoo
+
+    teacher = zoo.load(Path(cfg.teacher).name)
+    options, spec = teacher.options, teacher.spec
+    if list(teacher.config.get("label_names") or spec.labels) != list(data.classes):
+        raise SystemExit(f"--teacher {cfg.teacher} answers {spec.labels}, not this data's classes {data.classes}")
+    pixels = datasets.training_pixels(data.paths, spec.input_size, options.get("crop", "none"))
+    batches = datasets.evaluation_batches(pixels, data.labels, index, options.get("preprocess", "none"), spec.mean[:1], spec.std[:1])
+    with torch.inference_mode():
+        logits, _ = predict(teacher.module, batches)
+    targets = np.zeros((len(data.labels), 1 + logits.shape[1]), np.float32)
+    targets[:, 0] = data.labels
+    targets[index, 1:] = (logits / cfg.distill_temperature).softmax(1).numpy()
+    return targets
 
 
 def model_config(cfg: ClassifyConfig, classes: list[str], temperature: float, mean, std) -> dict:
@@ -217,6 +248,14 @@ def counterfactual_note(cfg: ClassifyConfig) -> str:
             "the model is taught not to know the class, so that what it does know comes from the lungs.")
 
 
+def distillation_note(cfg: ClassifyConfig) -> str:
+    if cfg.teacher is None:
+        return ""
+    return (f"\n**Distilled** from the zoo classifier `{Path(cfg.teacher).name}` (`--teacher`, DeiT's soft distillation): the loss is "
+            f"{1 - cfg.distill_weight:g} x the labels' cross-entropy + {cfg.distill_weight:g} x the KL divergence to the teacher's "
+            f"probabilities at temperature {cfg.distill_temperature:g}, computed once on the un-augmented training crops.")
+
+
 def model_card(cfg: ClassifyConfig, name: str, metrics: dict, split_sizes: dict) -> tuple[str, ModelCardData]:
     test = metrics["test"]
     counts = ", ".join(f"{c} {n}" for c, n in metrics["data"]["class_counts"].items())
@@ -243,7 +282,7 @@ Init: {init_text}. Optimizer {cfg.opt}, lr {cfg.lr}, weight decay {cfg.weight_de
 {cfg.epochs} epochs, batch {cfg.batch_size}, EMA {cfg.ema_decay}, input {cfg.img_size} px, preprocessing `{cfg.preprocess}`
 (histogram equalization at train and inference time), augmentation: random resized crop, small rotation/shift,
 blur and contrast jitter{", plus gamma, grain and JPEG (`--augment site`)" if cfg.augment == "site" else ""}; no flips.
-{lung_crop_note() if cfg.crop == "lungs" else "Input: the whole film, squashed to a square."}{counterfactual_note(cfg)} Data fraction {cfg.fraction:.0%}; trained layers: {"all" if cfg.train_last is None else f"last {cfg.train_last} blocks + head"}.
+{lung_crop_note() if cfg.crop == "lungs" else "Input: the whole film, squashed to a square."}{counterfactual_note(cfg)}{distillation_note(cfg)} Data fraction {cfg.fraction:.0%}; trained layers: {"all" if cfg.train_last is None else f"last {cfg.train_last} blocks + head"}.
 Minutes per epoch (2-core CPU): {metrics["minutes_per_epoch"]:.2f}. Temperature (fitted on val): {test["temperature"]:.3f}.
 
 ## Test-split results ({test["n"]} images never seen in training or model selection)
@@ -295,7 +334,8 @@ class ClassifyTrainer(Trainer):
         self.ema = ModelEmaV3(self.model, decay=cfg.ema_decay, use_warmup=True)
         self.optimizer = create_optimizer_v2([p for p in self.model.parameters() if p.requires_grad], opt=cfg.opt, lr=cfg.lr,
                                              weight_decay=cfg.weight_decay)
-        self.train_batches = Batches(self.pixels, data.labels, splits["train"], cfg.batch_size,
+        targets = data.labels if cfg.teacher is None else with_teacher(cfg, data, splits["train"])
+        self.train_batches = Batches(self.pixels, targets, splits["train"], cfg.batch_size,
                                      train_augment(cfg.img_size, cfg.preprocess, cfg.augment), self.mean, self.std, shuffle=True,
                                      seed=cfg.seed)
         self.steps_per_epoch = min(len(self.train_batches), cfg.max_steps or len(self.train_batches))
@@ -312,7 +352,7 @@ class ClassifyTrainer(Trainer):
 
     def loss(self, batch) -> torch.Tensor:
         (x, y), blanked = batch
-        return classify_loss(self.model, x, y, blanked, self.cfg.counterfactual_weight)
+        return classify_loss(self.model, x, y, blanked, self.cfg.counterfactual_weight, (self.cfg.distill_weight, self.cfg.distill_temperature))
 
     def after_step(self, update: int) -> None:
         self.ema.update(self.model, step=update)
