@@ -40,7 +40,8 @@ def free_port() -> int:
 def running_app(log: IO | int = subprocess.DEVNULL, timeout: float = 120.0, root: str | Path = REPO_ROOT,
                 until_models_loaded: bool = False) -> Iterator[RunningApp]:
     """`python app.py` from `root` (this checkout by default; a deploy's copy in the tests). With `until_models_loaded`,
-    also wait for the background warm-up to load every default model: a class arrives at a Space that is up."""
+    also wait for the background warm-up to load every default model: a class arrives at a Space that is up. The server's
+    output then goes to a temporary file first (that is where the warm-up's line is looked for) and is copied to `log` at the end."""
     port = free_port()
     env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_ANALYTICS_ENABLED": "False"}
     start = time.perf_counter()
@@ -57,6 +58,9 @@ def running_app(log: IO | int = subprocess.DEVNULL, timeout: float = 120.0, root
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 process.kill()
+            if until_models_loaded and hasattr(log, "write"):
+                output.seek(0)
+                log.write(output.read())
 
 
 def _wait_for_line(process: subprocess.Popen, output: IO, text: str, start: float, timeout: float) -> float:

@@ -49,6 +49,7 @@ class ClassifierRow:
     train_last: int | None = None
     note: str = ""
     epochs: int | None = None  # a row trained longer than the table's --epochs says so in its own column
+    teacher: str | None = None  # a zoo classifier folder to distil from (`train.classify --teacher`)
 
 
 SCRATCH_CNN, SCRATCH_VIT, PRETRAINED = dict(lr=1e-3), dict(lr=5e-4, opt="adamw", weight_decay=0.05), dict(lr=3e-4)
@@ -66,6 +67,9 @@ CLASSIFIER_ROWS = (
     ClassifierRow("cxr-vit-tiny-mae-full", "vit_tiny_patch16_224", "mae", "ViT", lr=5e-4, opt="adamw", weight_decay=0.05, epochs=8,
                   note="the same MAE encoder, every layer fine-tuned, for 8 epochs"),
     ClassifierRow("cxr-densenet121-scratch", "densenet121", "scratch", "CNN", note="no offline ImageNet weights", **SCRATCH_CNN),
+    ClassifierRow("cxr-swin-atto", "cxr_swin_atto", "scratch", "Swin", epochs=14, note="the scratch Swin row, trained 14 epochs", **SCRATCH_VIT),
+    ClassifierRow("cxr-swin-atto-distilled", "cxr_swin_atto", "scratch", "Swin", epochs=14, teacher="weights/cxr-lungcrop-effnet-lite0",
+                  note="from scratch, 14 epochs, distilled from the default lung-crop classifier (DeiT's recipe)", **SCRATCH_VIT),
 )
 IMAGENET_FILES = {"tf_efficientnet_lite0": "tf_efficientnet_lite0_imagenet.safetensors", "mobilenetv2_100": "mobilenet_v2_imagenet.safetensors"}
 SEGMENT_ARCHS = ("unet", "unetplusplus", "manet", "fpn", "pspnet", "pan", "deeplabv3", "deeplabv3plus")
@@ -90,6 +94,7 @@ class TablesConfig:
 
 def classifier_command(cfg: TablesConfig, row: ClassifierRow) -> str:
     flags = f" --train-last {row.train_last}" if row.train_last is not None else ""
+    flags += f" --teacher {row.teacher}" if row.teacher else ""
     first = f"{pretrain_command(cfg, row)} && " if row.init == "mae" else ""
     return (f"{first}python -m train.classify --data {cfg.data} --arch {row.arch} --init {init_path(cfg, row)} --crop lungs "
             f"--img-size {cfg.img_size} --fraction {cfg.fraction} --epochs {row.epochs or cfg.epochs} --lr {row.lr} --opt {row.opt} "
