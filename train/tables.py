@@ -345,7 +345,9 @@ def write(cfg: TablesConfig, table: str, rows: list[dict]) -> None:
     rows = [portable(row) for row in rows]
     out = Path(cfg.results)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{table}_table.json").write_text(json.dumps({"config": asdict(cfg), "rows": rows}, indent=2) + "\n")
+    # the table's protocol, not this invocation's selection of rows
+    config = {k: v for k, v in asdict(cfg).items() if k not in ("rows", "ship", "retime")} | {"data": cfg.data.replace(str(SHARED.parent), "../shared")}
+    (out / f"{table}_table.json").write_text(json.dumps({"config": config, "rows": rows}, indent=2) + "\n")
     (out / f"{table}_table.md").write_text(markdown(table, rows))
 
 
