@@ -8,6 +8,7 @@ import torch
 
 from cxr_demo.zoo import architectures  # noqa: F401  (registers cxr_simple_cnn, cxr_swin_atto)
 from cxr_demo.tasks.cam import METHODS, SLOW_METHODS, class_activation_map, forward_only_gradcam, reshape_transform, target_layer
+from cxr_demo.zoo.gate import capture_pre_logits
 
 ARCHITECTURES = {
     "efficientnet": dict(name="tf_efficientnet_lite0", size=128),
@@ -56,8 +57,9 @@ class TestEveryArchitecture:
         if fast is None:
             return
         logits, pooled, features = fast(x)
-        with torch.inference_mode():
+        with torch.inference_mode(), capture_pre_logits(model) as gate_features:
             torch.testing.assert_close(logits, model(x), rtol=1e-3, atol=1e-3)
+        torch.testing.assert_close(pooled, gate_features[0], rtol=1e-3, atol=1e-3)  # what the feature gate scores
         for index in range(3):
             expected, _ = class_activation_map(model, x, "GradCAM", index)
             np.testing.assert_allclose(fast.heatmap(features, index, tuple(x.shape[-2:])), expected, atol=1e-3)

@@ -134,8 +134,8 @@ def test_distillation_mixes_the_labels_with_the_teachers_softened_answer():
 def test_a_student_trains_on_a_zoo_teachers_answers(class_folder, tmp_path, use_zoo, monkeypatch):
     monkeypatch.setattr(datasets, "CACHE_DIR", tmp_path / "cache")
     teacher = export_random_classifier(tmp_path / "teacher", "mobilenetv2_035")
-    entry = dict(name="teacher", task="classify", arch="mobilenetv2_035", labels=LABELS, input_size=96, mean=[0.5], std=[0.5],
-                 source=f"local:{teacher}")
+    entry = {"name": "teacher", "task": "classify", "arch": "mobilenetv2_035", "labels": LABELS, "input_size": 96, "mean": [0.5],
+             "std": [0.5], "source": f"local:{teacher}"}
     use_zoo(zoo.Zoo.from_toml(tiny_zoo_toml(tmp_path, [entry])))
     cfg = ClassifyConfig(data=str(class_folder), arch="cxr_simple_cnn", name="student", teacher="teacher", epochs=1, batch_size=8,
                          img_size=64, max_steps=2, out=str(tmp_path / "weights"), runs=str(tmp_path / "runs"))
