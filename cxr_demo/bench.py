@@ -29,13 +29,7 @@ TARGETS_MS = {name: task.target_ms for name, task in zoo.TASKS.items() if task.t
 
 
 def time_calls(fn, repeats: int, warmup: int = 3) -> dict:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
+    times = timed_in_turns({"call": fn}, repeats, warmup)["call"]
     return {"p50_ms": round(float(np.percentile(times, 50)), 1), "p95_ms": round(float(np.percentile(times, 95)), 1), "n": repeats}
 
 
@@ -71,9 +65,10 @@ def task_handlers(image: str) -> dict:
     return {task: uncached(partial(HANDLERS[task], image)) for task in zoo.ENDPOINTS if zoo.names(task)}
 
 
-def interleaved_p50_ms(fns: dict, repeats: int, warmup: int = 2) -> dict[str, float]:
-    """The p50 of each callable, timed in turns (a, b, a, b, ...): on a shared machine whose speed drifts from minute to
-    minute, every callable sees the same drift, so their ratio holds where back-to-back timings do not."""
+def timed_in_turns(fns: dict, repeats: int, warmup: int) -> dict[str, list[float]]:
+    """Milliseconds per call of each callable, timed in turns (a, b, a, b, ...) after `warmup` calls of each: on a shared
+    machine whose speed drifts from minute to minute, every callable sees the same drift, so their ratio holds where
+    back-to-back timings do not."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
@@ -83,7 +78,12 @@ def interleaved_p50_ms(fns: dict, repeats: int, warmup: int = 2) -> dict[str, fl
             start = time.perf_counter()
             fn()
             times[name].append((time.perf_counter() - start) * 1000)
-    return {name: round(float(np.percentile(t, 50)), 1) for name, t in times.items()}
+    return times
+
+
+def interleaved_p50_ms(fns: dict, repeats: int, warmup: int = 2) -> dict[str, float]:
+    """The p50 of each callable, timed in turns (`timed_in_turns`)."""
+    return {name: round(float(np.percentile(t, 50)), 1) for name, t in timed_in_turns(fns, repeats, warmup).items()}
 
 
 def densenet_gradcam():
