@@ -216,7 +216,7 @@ def test_the_counterfactual_loss_asks_for_no_answer_without_lungs():
 
 
 def test_the_zero_shot_counterfactual_asks_the_blanked_crops_to_match_no_class():
-    from train.clip import no_class_loss
+    from train.classify import no_class_loss
 
     undecided = no_class_loss(torch.zeros(4, 3))
     matched = no_class_loss(torch.tensor([[30.0, 0.0, 0.0]]).repeat(4, 1))  # a logit scale of 100 makes this easy to reach

@@ -178,7 +178,12 @@ def classify_loss(model, x: torch.Tensor, y: torch.Tensor, blanked: torch.Tensor
     logits = model(x if blanked is None else torch.cat([x, blanked]))
     films = logits[: len(x)]
     loss = films_loss(films, y, *distill)
-    return loss if blanked is None else loss - weight * logits[len(x):].log_softmax(1).mean()
+    return loss if blanked is None else loss + weight * no_class_loss(logits[len(x):])
+
+
+def no_class_loss(logits: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against the uniform distribution over the classes: with the lungs blanked out, no class may fit."""
+    return -logits.log_softmax(1).mean()
 
 
 def films_loss(logits: torch.Tensor, y: torch.Tensor, distill_weight: float, temperature: float) -> torch.Tensor:

@@ -27,7 +27,7 @@ from cxr_demo.tasks.metrics import classification_report
 from cxr_demo.zoo import clip_model
 from train import data as datasets
 from train.captions import caption_bank, sample_captions
-from train.classify import counterfactual_batches, train_augment
+from train.classify import counterfactual_batches, no_class_loss, train_augment
 from train.data import Batches, endless
 from train.engine import Export, TrainConfig, Trainer, load_imagenet, main, predict
 
@@ -66,11 +66,6 @@ def multi_positive_clip_loss(image_features, text_features, labels, logit_scale)
     same = (labels[:, None] == labels[None, :]).float()
     targets = same / same.sum(1, keepdim=True)
     return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
-
-
-def no_class_loss(logits: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy against the uniform distribution over the classes: with the lungs blanked out, no class may fit."""
-    return -logits.log_softmax(1).mean()
 
 
 def encode_images(model, x: torch.Tensor) -> torch.Tensor:
@@ -125,18 +120,24 @@ class ClipTrainer(Trainer):
     def loss(self, batch) -> torch.Tensor:
         (x, y), blanked = batch
         chosen = torch.tensor(sample_captions(self.caption_labels, y.tolist(), self.rng))
-        text = F.normalize(self.model.text.proj(self.pooled[chosen]), dim=-1)
         scale = self.model.logit_scale.exp().clamp(max=100)
         if blanked is None:
+            text = F.normalize(self.model.text.proj(self.pooled[chosen]), dim=-1)
             return multi_positive_clip_loss(encode_images(self.model, x), text, y, scale)
+        captions = self.caption_embeddings()  # projected once: the chosen captions and the class means both come from it
         images = encode_images(self.model, torch.cat([x, blanked]))
         films, counterfactual = images[: len(x)], images[len(x):]
-        return multi_positive_clip_loss(films, text, y, scale) + self.cfg.counterfactual_weight * no_class_loss(
-            scale * counterfactual @ self.class_embeddings().T)
+        return multi_positive_clip_loss(films, captions[chosen], y, scale) + self.cfg.counterfactual_weight * no_class_loss(
+            scale * counterfactual @ self.class_embeddings(captions).T)
 
-    def class_embeddings(self) -> torch.Tensor:
-        """Each class: the mean of its captions' embeddings (through the trainable projection)."""
-        text, of_class = F.normalize(self.model.text.proj(self.pooled), dim=-1), torch.tensor(self.caption_labels)
+    def caption_embeddings(self) -> torch.Tensor:
+        """Every training caption through the trainable projection, normalised."""
+        return F.normalize(self.model.text.proj(self.pooled), dim=-1)
+
+    def class_embeddings(self, captions: torch.Tensor | None = None) -> torch.Tensor:
+        """Each class: the mean of its captions' embeddings."""
+        text = self.caption_embeddings() if captions is None else captions
+        of_class = torch.tensor(self.caption_labels)
         return F.normalize(torch.stack([text[of_class == c].mean(0) for c in range(len(self.data.classes))]), dim=-1)
 
     def validate(self) -> tuple[dict, float]:
