@@ -6,7 +6,7 @@ import pytest
 import timm
 import torch
 
-from cxr_demo.zoo import architectures  # noqa: F401  (registers cxr_simple_cnn, cxr_swin_atto)
+from cxr_demo.zoo import architectures  # noqa: F401  (registers cxr_simple_cnn, cxr_swin_atto, cxr_vit_hybrid_lite0)
 from cxr_demo.tasks.cam import METHODS, SLOW_METHODS, class_activation_map, forward_only_gradcam, reshape_transform, target_layer
 from cxr_demo.zoo.gate import capture_pre_logits
 
@@ -22,6 +22,7 @@ ARCHITECTURES = {
     # the zoo's own registered architectures (cxr_demo.zoo.architectures)
     "simple-cnn": dict(name="cxr_simple_cnn", size=128),
     "swin-atto": dict(name="cxr_swin_atto", size=128, kwargs=dict(depths=(1, 1, 1, 1))),
+    "vit-hybrid": dict(name="cxr_vit_hybrid_lite0", size=128, kwargs=dict(depth=1)),
 }
 # average pool + one linear layer, where GradCAM needs no gradients (a LayerNorm after the pool, as in ConvNeXt, breaks that)
 FORWARD_ONLY_FAMILIES = {"efficientnet", "mobilenet", "resnet", "simple-cnn"}

@@ -265,3 +265,20 @@ def test_reliability_bins_count_every_prediction_and_measure_its_accuracy():
     assert sum(bins["count"]) == 4 and bins["count"][9] == 2 and bins["count"][5] == 2
     assert bins["accuracy"][9] == 0.5 and bins["accuracy"][5] == 1.0
     assert bins["confidence"][9] == pytest.approx(0.935)
+
+
+def test_the_vit_hybrid_takes_its_stem_from_an_efficientnet_file_and_starts_its_blocks_fresh(tmp_path):
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    cnn = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=1000).state_dict()
+    file = tmp_path / "lite0.safetensors"
+    save_file({k: v.contiguous() for k, v in cnn.items()}, file)
+    model = build_model(ClassifyConfig(data="unused", arch="cxr_vit_hybrid_lite0", init=str(file), img_size=128), num_classes=3)
+    state = model.state_dict()
+    # one input channel: timm sums the RGB stem filters
+    assert torch.allclose(state["patch_embed.backbone.conv_stem.weight"], cnn["conv_stem.weight"].sum(1, keepdim=True))
+    assert torch.equal(state["patch_embed.backbone.blocks.4.0.conv_pwl.weight"], cnn["blocks.4.0.conv_pwl.weight"])
+    assert not any(k.startswith("patch_embed.backbone.blocks.5") for k in state)  # the stem stops at stride 16
+    assert tuple(model.patch_embed.grid_size) == (8, 8)
+    assert model(torch.randn(2, 1, 128, 128)).shape == (2, 3)

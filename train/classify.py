@@ -96,7 +96,7 @@ def in_timm_names(init: Path, arch: str) -> Path:
 def model_args(cfg: ClassifyConfig) -> dict:
     """A transformer's position grid is fixed at creation: build it at the training size (stored in config.json's model_args)."""
     default_size = (timm.models.get_pretrained_cfg_value(cfg.arch, "input_size") or (0, 0, 0))[-1]
-    transformer = cfg.arch.startswith(("vit_", "deit", "beit", "swin", "cxr_swin"))
+    transformer = cfg.arch.startswith(("vit_", "deit", "beit", "swin", "cxr_swin", "cxr_vit"))
     return {"img_size": cfg.img_size} if transformer and default_size != cfg.img_size else {}
 
 

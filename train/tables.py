@@ -70,8 +70,11 @@ CLASSIFIER_ROWS = (
     ClassifierRow("cxr-swin-atto", "cxr_swin_atto", "scratch", "Swin", epochs=14, note="the scratch Swin row, trained 14 epochs", **SCRATCH_VIT),
     ClassifierRow("cxr-swin-atto-distilled", "cxr_swin_atto", "scratch", "Swin", epochs=14, teacher="weights/cxr-lungcrop-effnet-lite0",
                   note="from scratch, 14 epochs, distilled from the default lung-crop classifier (DeiT's recipe)", **SCRATCH_VIT),
+    ClassifierRow("cxr-vit-hybrid-lite0", "cxr_vit_hybrid_lite0", "imagenet", "ViT", lr=3e-4, opt="adamw", weight_decay=0.05, epochs=6,
+                  note="the ViT paper's hybrid: ImageNet EfficientNet-Lite0 stem (stride 16) + 4 ViT-Tiny blocks from scratch"),
 )
-IMAGENET_FILES = {"tf_efficientnet_lite0": "tf_efficientnet_lite0_imagenet.safetensors", "mobilenetv2_100": "mobilenet_v2_imagenet.safetensors"}
+IMAGENET_FILES = {"tf_efficientnet_lite0": "tf_efficientnet_lite0_imagenet.safetensors", "mobilenetv2_100": "mobilenet_v2_imagenet.safetensors",
+                  "cxr_vit_hybrid_lite0": "tf_efficientnet_lite0_imagenet.safetensors"}
 SEGMENT_ARCHS = ("unet", "unetplusplus", "manet", "fpn", "pspnet", "pan", "deeplabv3", "deeplabv3plus")
 
 
