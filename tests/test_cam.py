@@ -115,3 +115,20 @@ def test_unknown_method_lists_choices():
     model = timm.create_model("resnet10t", pretrained=False, num_classes=3, in_chans=1).eval()
     with pytest.raises(ValueError, match="GradCAM"):
         class_activation_map(model, torch.randn(1, 1, 64, 64), "MagicCAM")
+
+
+@pytest.mark.parametrize("onnx", ["1", "0"])
+def test_a_models_forward_only_gradcam_goes_when_the_model_goes(onnx, monkeypatch):
+    import gc
+    import weakref
+
+    monkeypatch.setenv("CXR_DEMO_ONNX", onnx)
+    model = timm.create_model("mobilenetv2_035", pretrained=False, num_classes=3, in_chans=1).eval()
+    fast = forward_only_gradcam(model, torch.randn(1, 1, 64, 64), "leak-probe")
+    assert fast is not None
+    logits, _, _ = fast(torch.randn(1, 1, 64, 64))
+    assert logits.shape == (1, 3)
+    gone = weakref.ref(model)
+    del model, fast
+    gc.collect()
+    assert gone() is None  # a zoo model swapped out of memory must not be kept alive by its heatmap cache

@@ -139,7 +139,9 @@ class ForwardOnlyGradCAM:
 
     def __init__(self, model: torch.nn.Module, example: torch.Tensor, name: str):
         self.weight = model.get_classifier().weight.detach().float().numpy()
-        self.run = with_onnxruntime(_LogitsPooledFeatures(model).eval(), example, f"{name} (forward-only GradCAM)")
+        run = with_onnxruntime(_LogitsPooledFeatures(model).eval(), example, f"{name} (forward-only GradCAM)")
+        # the eager fallback holds `model`, which is this object's key in _FORWARD_ONLY: a strong reference would keep both forever
+        self.run = _through_weak_reference(model) if isinstance(run, _LogitsPooledFeatures) else run
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Logits, pooled features and the last feature map."""
@@ -150,6 +152,11 @@ class ForwardOnlyGradCAM:
         cam = np.maximum(np.einsum("c,chw->hw", self.weight[class_index], features[0].float().numpy()), 0)
         # the same two scalings pytorch-grad-cam applies (per layer to the input size, then after the layer mean)
         return np.nan_to_num(scale_cam_image(np.maximum(scale_cam_image(cam[None], size[::-1]), 0))[0])
+
+
+def _through_weak_reference(model: torch.nn.Module):
+    model_ref = weakref.ref(model)
+    return lambda x: _LogitsPooledFeatures(model_ref())(x)
 
 
 _FORWARD_ONLY: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
