@@ -192,3 +192,36 @@ class TestRejectedInputs:
     def test_missing_file(self, tmp_path):
         with pytest.raises(InvalidImage, match="No file"):
             read_xray(tmp_path / "nothing.png")
+
+
+def test_a_float_image_with_nan_and_inf_reads_as_finite_pixels():
+    import io
+
+    values = np.random.default_rng(0).random((64, 64)).astype(np.float32) * 1000
+    values[3, 3], values[5, 5] = np.nan, np.inf
+    buffer = io.BytesIO()
+    Image.fromarray(values, mode="F").save(buffer, format="TIFF")
+    pixels = read_xray(buffer.getvalue()).pixels
+    assert np.isfinite(pixels).all() and pixels.min() == 0.0 and pixels.max() == 1.0
+    assert np.ptp(pixels) > 0 and pixels[10, 10] == pytest.approx(values[10, 10] / values[np.isfinite(values)].max(), abs=0.01)
+
+
+@pytest.mark.parametrize("side, size, expected", [(1024, 192, 512), (1024, 128, 256), (1000, 224, 500), (300, 192, 300), (224, 128, 224)])
+def test_a_big_film_is_area_averaged_by_a_whole_factor_before_the_network_resize(side, size, expected):
+    from cxr_demo.io.preprocess import shrink_for
+
+    film = np.random.default_rng(0).random((side, side)).astype(np.float32)
+    assert shrink_for(film, (size, size)).shape == (expected, expected)
+
+
+def test_the_shrunk_films_network_input_stays_within_a_grey_level_of_the_direct_resize(example_dicom):
+    import torch
+    from torchvision.transforms.v2 import functional as TF
+
+    from cxr_demo.io.preprocess import model_input, to_uint8
+
+    pixels = read_xray(example_dicom).pixels
+    assert max(pixels.shape) >= 4 * 192  # the case the shortcut is for
+    direct = TF.resize(torch.from_numpy(to_uint8(pixels))[None], [192, 192], antialias=True).float() / 255
+    shrunk = model_input(pixels, (192, 192), (0.0,), (1.0,), steps="none")[0]
+    assert (shrunk - direct).abs().mean() * 255 < 1.0
