@@ -339,9 +339,13 @@ def markdown(table: str, rows: list[dict]) -> str:
     return "\n".join(lines) + f"\n\nEach row's command:\n{commands}\n"
 
 
+def from_repo_root(text: str) -> str:
+    """Paths into the shared folder written from the repository root (`../shared/...`), as the README gives every command."""
+    return text.replace(str(SHARED.parent), "../shared")
+
+
 def portable(row: dict) -> dict:
-    """The row with its command written from the repository root (`../shared/...`), as the README gives every command."""
-    return {**row, "command": row["command"].replace(str(SHARED.parent), "../shared")}
+    return {**row, "command": from_repo_root(row["command"])}
 
 
 def write(cfg: TablesConfig, table: str, rows: list[dict]) -> None:
@@ -349,7 +353,7 @@ def write(cfg: TablesConfig, table: str, rows: list[dict]) -> None:
     out = Path(cfg.results)
     out.mkdir(parents=True, exist_ok=True)
     # the table's protocol, not this invocation's selection of rows
-    config = {k: v for k, v in asdict(cfg).items() if k not in ("rows", "ship", "retime")} | {"data": cfg.data.replace(str(SHARED.parent), "../shared")}
+    config = {k: v for k, v in asdict(cfg).items() if k not in ("rows", "ship", "retime")} | {"data": from_repo_root(cfg.data)}
     (out / f"{table}_table.json").write_text(json.dumps({"config": config, "rows": rows}, indent=2) + "\n")
     (out / f"{table}_table.md").write_text(markdown(table, rows))
 

@@ -226,7 +226,8 @@ def _rescale(array: np.ndarray) -> np.ndarray:
         if not finite.any():
             raise InvalidImage("The image holds no finite pixel values: there is nothing to analyse.")
         # the film's own range, not float32's: an infinite pixel must not squash every other one to black
-        array = np.nan_to_num(array, nan=array[finite].min(), posinf=array[finite].max(), neginf=array[finite].min())
+        lowest, highest = array[finite].min(), array[finite].max()
+        array = np.nan_to_num(array, nan=lowest, posinf=highest, neginf=lowest)
     lo, hi = float(array.min()), float(array.max())
     if lo >= 0 and hi <= 255 and array.dtype == np.float32 and hi > 1:
         if hi - lo < 1:
