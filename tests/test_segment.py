@@ -219,18 +219,27 @@ def test_a_few_segmentation_steps_train_and_export(tmp_path, example_png):
     assert (out / "README.md").read_text().count("Dice") >= 1
 
 
-def test_a_slim_decoder_is_trained_exported_and_loaded_back_as_such(tmp_path, use_zoo, example_png):
+@pytest.mark.parametrize("channels, depth", [([32, 16, 8, 8, 4], 5), ([16, 8, 8, 4], 4)])
+def test_a_slim_decoder_is_trained_exported_and_loaded_back_as_such(tmp_path, use_zoo, example_png, channels, depth):
     from train.segment import SegmentConfig, train
 
     folder = pairs_folder(tmp_path / "pairs", example_png)
-    cfg = SegmentConfig(data=[str(folder)], arch="unet", encoder="mobilenet_v2", decoder_channels=[32, 16, 8, 8, 4], epochs=1, max_steps=1,
-                        batch_size=4, img_size=64, out=str(tmp_path / "w"), runs=str(tmp_path / "r"), name="slim")
+    cfg = SegmentConfig(data=[str(folder)], arch="unet", encoder="mobilenet_v2", decoder_channels=channels, encoder_depth=depth, epochs=1,
+                        max_steps=1, batch_size=4, img_size=64, out=str(tmp_path / "w"), runs=str(tmp_path / "r"), name="slim")
     out = train(cfg)
-    assert json.loads((out / "config.json").read_text())["decoder_channels"] == [32, 16, 8, 8, 4]
+    config = json.loads((out / "config.json").read_text())
+    assert config["decoder_channels"] == channels and config.get("encoder_depth", 5) == depth
     entry = dict(name="slim", task="segment", arch="unet", labels=["lung"], input_size=64, mean=[0.5], std=[0.5], source=f"local:{out}")
     use_zoo(zoo.Zoo.from_toml(tiny_zoo_toml(tmp_path, [entry])))
-    result = segment.predict(read_xray(example_png), "slim")  # smp's default decoder would not fit these weights
+    result = segment.predict(read_xray(example_png), "slim")  # smp's default decoder and depth would not fit these weights
     assert result.mask.shape == (224, 224)
+
+
+def test_decoder_widths_that_do_not_match_the_encoder_depth_are_refused_with_the_fix(tmp_path):
+    from train.segment import SegmentConfig, build_model
+
+    with pytest.raises(SystemExit, match="one width per encoder stage: 4"):
+        build_model(SegmentConfig(decoder_channels=[32, 16, 8, 8, 4], encoder_depth=4))
 
 
 def test_multitask_model_returns_mask_and_classes(tmp_path, use_zoo, example_png):

@@ -19,7 +19,7 @@ def test_priming_runs_each_task_and_keeps_no_answer(monkeypatch):
 
 
 def test_the_throwaway_film_is_no_example_and_exists_without_examples(tmp_path, monkeypatch):
-    from cxr_demo.intake.stage import fingerprint
+    from cxr_demo.io.xray import fingerprint
 
     film = read_xray(warmup.throwaway_film(tmp_path))
     assert fingerprint(film.pixels) not in {fingerprint(read_xray(p).pixels) for p in examples.paths()}

@@ -108,8 +108,10 @@ def cached_lungs(paths: list[Path], pixels: np.ndarray, segmenter: str | None = 
     from cxr_demo import zoo
     from cxr_demo.intake import lungs
 
-    name = segmenter or zoo.default("segment").name
-    key = hashlib.sha1(("\n".join(map(str, paths)) + f"|{name}|{lungs.BOX_MARGIN}").encode()).hexdigest()[:16]
+    spec = zoo.get(segmenter) if segmenter else zoo.default("segment")
+    name = spec.name
+    # the input size too: the same weights run at another size find other boxes
+    key = hashlib.sha1(("\n".join(map(str, paths)) + f"|{name}|{spec.input_size}|{lungs.BOX_MARGIN}").encode()).hexdigest()[:16]
     cache = CACHE_DIR / f"lungs-{key}.npz"
     if cache.exists():
         return dict(np.load(cache))

@@ -13,7 +13,6 @@ import dataclasses
 import functools
 
 from cxr_demo.intake.lungs import Lungs
-from cxr_demo.intake.stage import fingerprint
 from cxr_demo.io import XRay
 from cxr_demo.io.recent import Recent
 
@@ -26,7 +25,7 @@ _RESULTS = Recent(CACHE_SIZE, per_image=True)
 def request_key(predict, xray: XRay, args: tuple, kwargs: dict) -> tuple | None:
     """What makes two calls the same request; None when an argument cannot be hashed."""
     named = tuple(sorted((k, _hashable(v)) for k, v in kwargs.items()))
-    key = (predict.__module__, predict.__qualname__, fingerprint(xray.pixels), xray.meta, xray.warnings,
+    key = (predict.__module__, predict.__qualname__, xray.content_key, xray.meta, xray.warnings,
            tuple(_hashable(a) for a in args), named)
     try:
         hash(key)

@@ -63,6 +63,8 @@ def _load_smp_segmenter(spec: ModelSpec, config: dict, state: dict, folder: Path
 
     aux = dict(classes=config["aux_classes"]) if config.get("aux_classes") else None
     decoder = {"decoder_channels": tuple(config["decoder_channels"])} if config.get("decoder_channels") else {}
+    if config.get("encoder_depth", 5) != 5:
+        decoder["encoder_depth"] = config["encoder_depth"]
     try:
         model = smp.create_model(config.get("architecture", spec.arch), encoder_name=config["encoder_name"], encoder_weights=None,
                                  in_channels=config.get("in_channels", 1), classes=config.get("classes", 1), aux_params=aux, **decoder)
