@@ -98,8 +98,8 @@ def tiny_zoo_toml(root: Path, entries: list[dict]) -> Path:
     return path
 
 
-SHIPPED_LUNG_SEGMENTER = dict(name="lung-unet-mobilenetv2-slim", task="segment", arch="unet", labels=["lung"], input_size=224, mean=[0.5],
-                              std=[0.5], source=f"local:{REPO / 'weights' / 'lung-unet-mobilenetv2-slim'}", default=True)
+SHIPPED_LUNG_SEGMENTER = dict(name="lung-unet-mobilenetv2-lite", task="segment", arch="unet", labels=["lung"], input_size=224, mean=[0.5],
+                              std=[0.5], source=f"local:{REPO / 'weights' / 'lung-unet-mobilenetv2-lite'}", default=True)
 
 
 @pytest.fixture(autouse=True)

@@ -85,7 +85,7 @@ def test_weights_hub_ships_no_checkpoint(tmp_path, capsys):
 def test_weights_hub_is_refused_while_defaults_are_local(capsys):
     assert deploy.main(["--space", "org/name", "--dry-run", "--weights", "hub"]) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "cxr-lungcrop-effnet-lite0" in err and "lung-unet-mobilenetv2-slim" in err and "python -m train.publish" in err
+    assert err.count("\n") == 1 and "cxr-lungcrop-effnet-lite0" in err and "lung-unet-mobilenetv2-lite" in err and "python -m train.publish" in err
 
 
 def test_deploy_offline_fails_with_one_clear_line():
@@ -206,7 +206,7 @@ def _front_matter(card) -> dict:
 
 @pytest.mark.parametrize("name, figures", [
     ("cxr-lungcrop-effnet-lite0", {"f1": ("test", "macro_f1"), "accuracy": ("test", "accuracy")}),
-    ("lung-unet-mobilenetv2-slim", {"dice": ("test", "dice"), "iou": ("test", "iou")}),
+    ("lung-unet-mobilenetv2-lite", {"dice": ("test", "dice"), "iou": ("test", "iou")}),
     ("opacity-frcnn-mobilenetv2", {"map50": ("test", "map50"), "map": ("test", "map")}),
 ])
 def test_publish_card_carries_model_index_from_metrics_json(name, figures):

@@ -94,7 +94,7 @@ def test_a_trained_transformers_heatmap_is_laid_out_on_its_own_patch_grid(family
     assert 0.0 < result.heatmap_in_lungs < 1.0
 
 
-@pytest.mark.parametrize("model", ["lung-unet-mobilenetv2-slim", "lung-unet-mobilenetv2", "multitask-unet-mobilenetv2"])
+@pytest.mark.parametrize("model", ["lung-unet-mobilenetv2-lite", "lung-unet-mobilenetv2-slim", "lung-unet-mobilenetv2", "multitask-unet-mobilenetv2"])
 def test_shipped_lung_models_find_the_lungs_of_an_unseen_hospital(model):
     """This COVID-QU-Ex image is in the half never trained on; a lung model that has collapsed or drifted falls far below 0.85 here."""
     xray = read_xray(EXAMPLES / "quex-normal-10.png")
