@@ -235,7 +235,7 @@ def test_a_slim_decoder_is_trained_exported_and_loaded_back_as_such(tmp_path, us
     assert result.mask.shape == (224, 224)
 
 
-def test_decoder_widths_that_do_not_match_the_encoder_depth_are_refused_with_the_fix(tmp_path):
+def test_decoder_widths_that_do_not_match_the_encoder_depth_are_refused_with_the_fix():
     from train.segment import SegmentConfig, build_model
 
     with pytest.raises(SystemExit, match="one width per encoder stage: 4"):

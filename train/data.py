@@ -109,15 +109,14 @@ def cached_lungs(paths: list[Path], pixels: np.ndarray, segmenter: str | None = 
     from cxr_demo.intake import lungs
 
     spec = zoo.get(segmenter) if segmenter else zoo.default("segment")
-    name = spec.name
     # the input size too: the same weights run at another size find other boxes
-    key = hashlib.sha1(("\n".join(map(str, paths)) + f"|{name}|{spec.input_size}|{lungs.BOX_MARGIN}").encode()).hexdigest()[:16]
+    key = hashlib.sha1(("\n".join(map(str, paths)) + f"|{spec.name}|{spec.input_size}|{lungs.BOX_MARGIN}").encode()).hexdigest()[:16]
     cache = CACHE_DIR / f"lungs-{key}.npz"
     if cache.exists():
         return dict(np.load(cache))
     boxes, areas, masks = [], [], []
     for image in tqdm(pixels, desc="lungs", unit="img"):
-        found = lungs.find_lungs(np.asarray(image, dtype=np.float32) / 255.0, name)
+        found = lungs.find_lungs(np.asarray(image, dtype=np.float32) / 255.0, spec.name)
         boxes.append(found.box)
         areas.append(found.area_fraction)
         masks.append(np.asarray(Image.fromarray(found.mask.astype(np.uint8) * 255).resize((64, 64), Image.NEAREST)) > 127)

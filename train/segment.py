@@ -42,7 +42,7 @@ class SegmentConfig(TrainConfig):
     epochs: int = 60
     img_size: int = 256
     decoder_channels: list[int] = field(default_factory=list)  # empty: smp's (256, 128, 64, 32, 16), most of a U-Net's CPU time; halved: 46 vs 70 ms at 256 px
-    # 4 stops the encoder at stride 16: MobileNetV2's 1280-channel last stage and the decoder block fed by it were 5 of a slim U-Net's 25 ms
+    # 4 stops the encoder at stride 16: MobileNetV2's 1280-channel last stage and the decoder block it feeds were 5 of the slim U-Net's 23 ms
     encoder_depth: int = 5
 
     @property
