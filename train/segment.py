@@ -23,6 +23,7 @@ from torchvision.transforms import v2
 from tqdm import tqdm
 
 from cxr_demo.io.preprocess import apply_steps, normalize
+from cxr_demo.zoo.loaders import smp_shape
 from train.engine import Export, TrainConfig, Trainer, main, progress
 from train.seg_data import Pair, load_pair, read_image_mask_folder, read_pairs_csv, read_siim_rle
 
@@ -62,13 +63,10 @@ def build_model(cfg: SegmentConfig, classes: int = 1, aux_classes: int | None = 
     if cfg.arch not in ARCHITECTURES:
         raise SystemExit(f"--arch must be one of {', '.join(ARCHITECTURES)}; got {cfg.arch!r}")
     aux = dict(classes=aux_classes, dropout=0.2) if aux_classes else None
-    decoder = {"decoder_channels": tuple(cfg.decoder_channels)} if cfg.decoder_channels else {}
     if len(cfg.decoder_channels) not in (0, cfg.encoder_depth):
         raise SystemExit(f"--decoder-channels needs one width per encoder stage: {cfg.encoder_depth} (--encoder-depth), got {len(cfg.decoder_channels)}")
-    if cfg.encoder_depth != 5:
-        decoder["encoder_depth"] = cfg.encoder_depth
     model = smp.create_model(cfg.arch, encoder_name=cfg.encoder, encoder_weights="imagenet" if cfg.init == "hub" else None,
-                             in_channels=1, classes=classes, aux_params=aux, **decoder)
+                             in_channels=1, classes=classes, aux_params=aux, **smp_shape(cfg.decoder_channels, cfg.encoder_depth))
     if cfg.init not in (None, "none", "hub"):
         load_encoder_init(model.encoder, Path(cfg.init))
     return model
@@ -198,8 +196,7 @@ class SegmentTrainer(Trainer):
         }
         config = {
             "architecture": cfg.arch, "encoder_name": cfg.encoder, "in_channels": 1, "classes": 1, "label_names": [cfg.label],
-            **({"decoder_channels": list(cfg.decoder_channels)} if cfg.decoder_channels else {}),
-            **({"encoder_depth": cfg.encoder_depth} if cfg.encoder_depth != 5 else {}),
+            **smp_shape(cfg.decoder_channels, cfg.encoder_depth),
             "pretrained_cfg": {"input_size": [1, cfg.img_size, cfg.img_size], "mean": list(MEAN), "std": list(STD)},
             "cxr_demo": {"task": "segment", "preprocess": cfg.preprocess, "threshold": 0.5},
         }

@@ -56,18 +56,23 @@ def _load_timm_classifier(spec: ModelSpec, config: dict, state: dict, folder: Pa
     return model.to(memory_format=torch.channels_last)
 
 
+def smp_shape(decoder_channels, encoder_depth: int = 5) -> dict:
+    """The smp keyword arguments for a U-Net shaped other than smp's default, and the keys config.json keeps them under:
+    `train.segment` writes them and the loader reads them back through this one function, so a checkpoint loads as trained."""
+    shape = {"decoder_channels": tuple(decoder_channels)} if decoder_channels else {}
+    return shape | ({"encoder_depth": encoder_depth} if encoder_depth != 5 else {})
+
+
 @register_loader("segment", "multitask")
 def _load_smp_segmenter(spec: ModelSpec, config: dict, state: dict, folder: Path) -> torch.nn.Module:
     """smp models; a multi-task checkpoint also has a class head on the encoder (`aux_classes`)."""
     import segmentation_models_pytorch as smp
 
     aux = dict(classes=config["aux_classes"]) if config.get("aux_classes") else None
-    decoder = {"decoder_channels": tuple(config["decoder_channels"])} if config.get("decoder_channels") else {}
-    if config.get("encoder_depth", 5) != 5:
-        decoder["encoder_depth"] = config["encoder_depth"]
+    shape = smp_shape(config.get("decoder_channels") or (), config.get("encoder_depth", 5))
     try:
         model = smp.create_model(config.get("architecture", spec.arch), encoder_name=config["encoder_name"], encoder_weights=None,
-                                 in_channels=config.get("in_channels", 1), classes=config.get("classes", 1), aux_params=aux, **decoder)
+                                 in_channels=config.get("in_channels", 1), classes=config.get("classes", 1), aux_params=aux, **shape)
         model.load_state_dict(state)
     except (RuntimeError, KeyError, ValueError) as error:
         raise ModelUnavailable(f"Model {spec.name!r}: the weights do not fit {spec.arch!r} ({str(error).splitlines()[0]}).") from None
