@@ -13,7 +13,8 @@ from cxr_demo import zoo
 from cxr_demo.tasks.metrics import classification_report, fit_temperature
 from tests.conftest import LABELS, SHARED_DATA, SHIPPED_LUNG_SEGMENTER, export_random_classifier, needs_shared_data, tiny_zoo_toml
 from train import data as datasets
-from train.classify import ClassifyConfig, build_model, classify_loss, films_loss, freeze_all_but_last, parse_args, train
+from train.classify import (ClassifyConfig, build_model, classify_loss, films_loss, freeze_all_but_last, parse_args, selection_score,
+                            train)
 from train.evaluate import main as evaluate_main
 
 
@@ -215,6 +216,25 @@ def test_the_counterfactual_loss_asks_for_no_answer_without_lungs():
     assert heavier.item() - films_only.item() == pytest.approx(3 * (shortcut.item() - films_only.item()), rel=1e-4)
 
 
+def test_the_checkpoint_is_chosen_on_f1_less_what_it_reads_outside_the_lungs():
+    assert selection_score(0.96, 0.40, None) == 0.96
+    assert selection_score(0.96, 0.40, 0.45) == 0.96  # under the bar: F1 alone decides
+    assert selection_score(0.97, 0.50, 0.45) == pytest.approx(0.92)
+    assert selection_score(0.97, 0.50, 0.45) < selection_score(0.95, 0.44, 0.45)  # a better F1 bought with the shortcut loses
+
+
+def test_a_lung_crop_run_validates_with_the_lungs_removed_each_epoch(class_folder, tmp_path, use_zoo, monkeypatch):
+    monkeypatch.setattr(datasets, "CACHE_DIR", tmp_path / "cache")
+    use_zoo(zoo.Zoo.from_toml(tiny_zoo_toml(tmp_path, [SHIPPED_LUNG_SEGMENTER])))
+    cfg = ClassifyConfig(data=str(class_folder), arch="mobilenetv2_035", name="crop", init=None, epochs=2, batch_size=8, img_size=96,
+                         max_steps=1, crop="lungs", counterfactual=0.25, shortcut_bar=0.4, out=str(tmp_path / "weights"),
+                         runs=str(tmp_path / "runs"))
+    history = json.loads((train(cfg) / "metrics.json").read_text())["history"]
+    assert len(history) == 2 and all(0 <= epoch["val_lungs_removed_accuracy"] <= 1 for epoch in history)
+    with pytest.raises(SystemExit, match="--crop lungs"):
+        train(ClassifyConfig(**{**cfg.__dict__, "crop": "none", "counterfactual": 0.0, "name": "full-film"}))
+
+
 def test_the_zero_shot_counterfactual_asks_the_blanked_crops_to_match_no_class():
     from train.classify import no_class_loss
 
@@ -282,3 +302,14 @@ def test_the_vit_hybrid_takes_its_stem_from_an_efficientnet_file_and_starts_its_
     assert not any(k.startswith("patch_embed.backbone.blocks.5") for k in state)  # the stem stops at stride 16
     assert tuple(model.patch_embed.grid_size) == (8, 8)
     assert model(torch.randn(2, 1, 128, 128)).shape == (2, 3)
+
+
+def test_the_audit_card_names_the_segmenter_that_cut_its_crops():
+    from train.audit import card_section
+
+    figures = {"accuracy": 0.9, "macro_f1": 0.9, "n": 9, "flagged": 0.0, "heatmap_in_lungs": 0.5}
+    result = {"segmenter": "lung-unet-mobilenetv2-lite", "test": figures, "lungs_removed": {"accuracy": 0.4, "n": 9},
+              "external": {**figures, "data": "elsewhere", "lungs_removed_accuracy": 0.5},
+              "adult_other_findings": {"Shenzhen (TB)": {"n": 3, "called_viral_pneumonia": 0.0}}}
+    card = card_section("some-classifier", result)
+    assert "`lung-unet-mobilenetv2-lite`" in card and "| **0.4000** | 9 |" in card

@@ -67,6 +67,7 @@ def audit(model: str, shared: Path = SHARED) -> dict:
         external = evaluate_classifier(model, external_folder(Path(tmp), shared, labels), "all", 0)
         external_removed = evaluate_classifier(model, Path(tmp), "all", 0, lungs_removed=True)
     return {
+        "segmenter": zoo.default("segment").name,  # its lung mask makes the crop, the blanking and the heatmap's lung share
         "test": {k: test.get(k) for k in KEYS},
         "lungs_removed": {k: removed.get(k) for k in ("accuracy", "macro_f1", "n")},
         "external": {"data": "COVID-QU-Ex COVID-19 and Normal, TBX11K healthy, NIH No Finding (other hospitals)",
@@ -85,7 +86,8 @@ def card_section(model: str, result: dict) -> str:
     adults = "\n".join(f"| {name} | {row['n']} | {row['called_viral_pneumonia']:.1%} |" for name, row in result["adult_other_findings"].items())
     return f"""{CARD_MARK}
 
-Written by `python -m train.audit --model {model} --write`, through the app's own path (reader, input check, lung mask, crop).
+Written by `python -m train.audit --model {model} --write`, through the app's own path (reader, input check, lung mask, crop),
+with lung masks from `{result.get("segmenter", "the zoo's default segmenter")}`.
 
 | figure | value | n |
 |---|---|---|

@@ -49,6 +49,7 @@ class ClassifyConfig(TrainConfig):
     augment: str = "standard"  # "site": also gamma, noise, JPEG and stronger blur/contrast, to break scanner and site cues
     counterfactual: float = 0.0  # share of each batch added as lungs-blanked crops with a uniform target: nothing outside the lungs may decide
     counterfactual_weight: float = 1.0  # of that uniform-target term against the films' cross-entropy
+    shortcut_bar: float | None = None  # with --crop lungs: best.pt on val macro-F1 less how far val lungs-removed accuracy exceeds this
     ema_decay: float = 0.998
     drop_rate: float = 0.2
     teacher: str | None = None  # a zoo classifier (name or weights/ folder) whose softened answers the model also learns (DeiT's soft distillation)
@@ -157,17 +158,29 @@ def to_uint8(image: torch.Tensor) -> torch.Tensor:
     return image.round().clamp(0, 255).to(torch.uint8)
 
 
-def counterfactual_batches(cfg: ClassifyConfig, data, splits, train_batches: Batches) -> Batches | None:
-    """Lungs-blanked crops of the training images (the `--lungs-removed` counterfactual), `counterfactual` x batch at a time."""
+def lungs_blanked(cfg, data) -> np.ndarray:
+    """Every image's lung crop with the lungs blanked out, exactly as `train.evaluate --lungs-removed` makes them."""
+    if cfg.crop != "lungs":
+        raise SystemExit("--counterfactual and --shortcut-bar need --crop lungs: they blank the lungs found by the same segmenter")
+    pixels = np.asarray(datasets.cached_pixels(data.paths, cfg.img_size))
+    return datasets.blanked_lung_crops(pixels, datasets.cached_lungs(data.paths, pixels), cfg.img_size)
+
+
+def counterfactual_batches(cfg, data, splits, train_batches: Batches, blanked: np.ndarray | None = None) -> Batches | None:
+    """Lungs-blanked training crops, `counterfactual` x batch at a time, to be taught that no class fits them."""
     if cfg.counterfactual <= 0:
         return None
-    if cfg.crop != "lungs":
-        raise SystemExit("--counterfactual needs --crop lungs: it blanks the lungs found by the same segmenter")
-    pixels = np.asarray(datasets.cached_pixels(data.paths, cfg.img_size))
-    blanked = datasets.blanked_lung_crops(pixels, datasets.cached_lungs(data.paths, pixels), cfg.img_size)
     size = max(1, round(cfg.counterfactual * cfg.batch_size))
-    return Batches(blanked, data.labels, splits["train"], size, train_batches.transform, train_batches.mean, train_batches.std,
-                   shuffle=True, seed=cfg.seed + 1)
+    return Batches(lungs_blanked(cfg, data) if blanked is None else blanked, data.labels, splits["train"], size,
+                   train_batches.transform, train_batches.mean, train_batches.std, shuffle=True, seed=cfg.seed + 1)
+
+
+def selection_score(f1: float, lungs_removed: float | None, bar: float | None) -> float:
+    """Validation macro-F1, less what the lungs-removed accuracy gives away above `bar`: a checkpoint that reads more of the
+    class from outside the lungs has to be that much better on the films to be kept."""
+    if bar is None or lungs_removed is None:
+        return f1
+    return f1 - max(0.0, lungs_removed - bar)
 
 
 def classify_loss(model, x: torch.Tensor, y: torch.Tensor, blanked: torch.Tensor | None, weight: float = 1.0,
@@ -253,6 +266,13 @@ def counterfactual_note(cfg: ClassifyConfig) -> str:
             "the model is taught not to know the class, so that what it does know comes from the lungs.")
 
 
+def selection_note(cfg: ClassifyConfig) -> str:
+    if cfg.shortcut_bar is None:
+        return ""
+    return (f"\n**Checkpoint chosen** (`--shortcut-bar {cfg.shortcut_bar:g}`) on validation macro-F1 less whatever the validation "
+            f"accuracy with the lungs removed exceeds {cfg.shortcut_bar:g}: an epoch that reads more from outside the lungs must earn it on the films.")
+
+
 def distillation_note(cfg: ClassifyConfig) -> str:
     if cfg.teacher is None:
         return ""
@@ -287,7 +307,7 @@ Init: {init_text}. Optimizer {cfg.opt}, lr {cfg.lr}, weight decay {cfg.weight_de
 {cfg.epochs} epochs, batch {cfg.batch_size}, EMA {cfg.ema_decay}, input {cfg.img_size} px, preprocessing `{cfg.preprocess}`
 (histogram equalization at train and inference time), augmentation: random resized crop, small rotation/shift,
 blur and contrast jitter{", plus gamma, grain and JPEG (`--augment site`)" if cfg.augment == "site" else ""}; no flips.
-{lung_crop_note() if cfg.crop == "lungs" else "Input: the whole film, squashed to a square."}{counterfactual_note(cfg)}{distillation_note(cfg)} Data fraction {cfg.fraction:.0%}; trained layers: {"all" if cfg.train_last is None else f"last {cfg.train_last} blocks + head"}.
+{lung_crop_note() if cfg.crop == "lungs" else "Input: the whole film, squashed to a square."}{counterfactual_note(cfg)}{selection_note(cfg)}{distillation_note(cfg)} Data fraction {cfg.fraction:.0%}; trained layers: {"all" if cfg.train_last is None else f"last {cfg.train_last} blocks + head"}.
 Minutes per epoch (2-core CPU): {metrics["minutes_per_epoch"]:.2f}. Temperature (fitted on val): {test["temperature"]:.3f}.
 
 ## Test-split results ({test["n"]} images never seen in training or model selection)
@@ -324,7 +344,7 @@ the training data and overstate performance on any other hospital.
 
 class ClassifyTrainer(Trainer):
     """Cross-entropy (plus the counterfactual penalty) with an EMA copy of the weights, which is validated and kept;
-    best.pt on validation macro-F1. The export calibrates a temperature on val and fits the feature gate."""
+    best.pt on validation macro-F1 (less any lungs-removed accuracy above `shortcut_bar`). The export calibrates a temperature on val and fits the feature gate."""
 
     def __init__(self, cfg: ClassifyConfig):
         self.cfg = cfg
@@ -347,7 +367,8 @@ class ClassifyTrainer(Trainer):
         self.scheduler, _ = create_scheduler_v2(self.optimizer, sched=cfg.sched, num_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs,
                                                 step_on_epochs=False, updates_per_epoch=self.steps_per_epoch, min_lr=cfg.lr * 0.01,
                                                 warmup_lr=cfg.lr * 0.1)
-        self.counterfactuals = counterfactual_batches(cfg, data, splits, self.train_batches)
+        self.blanked = lungs_blanked(cfg, data) if cfg.crop == "lungs" or cfg.shortcut_bar is not None else None
+        self.counterfactuals = counterfactual_batches(cfg, data, splits, self.train_batches, self.blanked)
 
     def build_model(self, init: str | None) -> torch.nn.Module:
         return build_model(replace(self.cfg, init=init), len(self.data.classes)).to(memory_format=torch.channels_last)
@@ -369,14 +390,19 @@ class ClassifyTrainer(Trainer):
     def resumable(self) -> dict:
         return {"model": self.model, "ema": self.ema.module, "optimizer": self.optimizer}
 
-    def logits(self, model, part: str) -> tuple[torch.Tensor, torch.Tensor]:
-        batches = datasets.evaluation_batches(self.pixels, self.data.labels, self.splits[part], self.cfg.preprocess, self.mean, self.std)
+    def logits(self, model, part: str, pixels: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        pixels = self.pixels if pixels is None else pixels
+        batches = datasets.evaluation_batches(pixels, self.data.labels, self.splits[part], self.cfg.preprocess, self.mean, self.std)
         return predict(model, batches)
 
     def validate(self) -> tuple[dict, float]:
         logits, labels = self.logits(self.ema.module, "val")
         f1 = classification_report(logits, labels, self.data.classes)["macro_f1"]
-        return {"val_macro_f1": f1, "val_loss": float(F.cross_entropy(logits, labels))}, f1
+        fields = {"val_macro_f1": f1, "val_loss": float(F.cross_entropy(logits, labels))}
+        if self.blanked is not None:
+            removed, labels = self.logits(self.ema.module, "val", self.blanked)
+            fields["val_lungs_removed_accuracy"] = float((removed.argmax(1) == labels).float().mean())
+        return fields, selection_score(f1, fields.get("val_lungs_removed_accuracy"), self.cfg.shortcut_bar)
 
     def export(self, model, state) -> Export:
         """Calibrate on val, score the test split and fit the gate."""
