@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import timm
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from cxr_demo import zoo
@@ -227,12 +228,27 @@ def test_a_lung_crop_run_validates_with_the_lungs_removed_each_epoch(class_folde
     monkeypatch.setattr(datasets, "CACHE_DIR", tmp_path / "cache")
     use_zoo(zoo.Zoo.from_toml(tiny_zoo_toml(tmp_path, [SHIPPED_LUNG_SEGMENTER])))
     cfg = ClassifyConfig(data=str(class_folder), arch="mobilenetv2_035", name="crop", init=None, epochs=2, batch_size=8, img_size=96,
-                         max_steps=1, crop="lungs", counterfactual=0.25, shortcut_bar=0.4, out=str(tmp_path / "weights"),
+                         max_steps=1, crop="lungs", counterfactual=0.25, blind_weight=1.0, shortcut_bar=0.4, out=str(tmp_path / "weights"),
                          runs=str(tmp_path / "runs"))
     history = json.loads((train(cfg) / "metrics.json").read_text())["history"]
     assert len(history) == 2 and all(0 <= epoch["val_lungs_removed_accuracy"] <= 1 for epoch in history)
     with pytest.raises(SystemExit, match="--crop lungs"):
         train(ClassifyConfig(**{**cfg.__dict__, "crop": "none", "counterfactual": 0.0, "name": "full-film"}))
+
+
+def test_the_blind_penalty_measures_how_much_the_blanked_answer_depends_on_the_class():
+    from train.classify import between_class_spread
+
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    same_answer = torch.tensor([[0.3, 0.1, -0.2]]).repeat(6, 1)
+    assert between_class_spread(same_answer, labels).item() == pytest.approx(0.0, abs=1e-7)
+    assert between_class_spread(same_answer + torch.randn(6, 1), labels).item() == pytest.approx(0.0, abs=1e-6)  # a shift per image is no answer
+    reads_the_class = same_answer + 0.1 * F.one_hot(labels, 3)  # a small lean towards the right class, all an argmax needs
+    assert between_class_spread(reads_the_class, labels).item() > 1e-3
+    x, y = torch.ones(3, 1, 4, 4), torch.arange(3)
+    blanked = torch.zeros(3, 1, 4, 4)
+    plain = classify_loss(FixedLogits([0, 0, 0]), x, y, blanked, blanked_labels=y, blind_weight=10.0)
+    assert plain.item() == pytest.approx(classify_loss(FixedLogits([0, 0, 0]), x, y, blanked).item())  # the same answer for every class costs nothing
 
 
 def test_the_zero_shot_counterfactual_asks_the_blanked_crops_to_match_no_class():

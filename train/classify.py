@@ -49,6 +49,7 @@ class ClassifyConfig(TrainConfig):
     augment: str = "standard"  # "site": also gamma, noise, JPEG and stronger blur/contrast, to break scanner and site cues
     counterfactual: float = 0.0  # share of each batch added as lungs-blanked crops with a uniform target: nothing outside the lungs may decide
     counterfactual_weight: float = 1.0  # of that uniform-target term against the films' cross-entropy
+    blind_weight: float = 0.0  # of the between-class spread of the blanked crops' logits: their answer may not depend on the class
     shortcut_bar: float | None = None  # with --crop lungs: best.pt on val macro-F1 less how far val lungs-removed accuracy exceeds this
     ema_decay: float = 0.998
     drop_rate: float = 0.2
@@ -184,14 +185,33 @@ def selection_score(f1: float, lungs_removed: float | None, bar: float | None) -
 
 
 def classify_loss(model, x: torch.Tensor, y: torch.Tensor, blanked: torch.Tensor | None, weight: float = 1.0,
-                  distill: tuple[float, float] = (0.0, 1.0)) -> torch.Tensor:
+                  distill: tuple[float, float] = (0.0, 1.0), blanked_labels: torch.Tensor | None = None,
+                  blind_weight: float = 0.0) -> torch.Tensor:
     """Cross-entropy on the films, plus, for the blanked crops, `weight` x cross-entropy against the uniform distribution:
-    with the lungs gone the model should not know the class (a "right for the right reasons" penalty). With a teacher,
-    `y` holds the label and the teacher's softened probabilities (`with_teacher`), mixed in by `distill` = (weight, temperature)."""
+    with the lungs gone the model should not know the class (a "right for the right reasons" penalty), and `blind_weight` x
+    the spread between the classes' mean answers on them (`between_class_spread`). With a teacher, `y` holds the label and
+    the teacher's softened probabilities (`with_teacher`), mixed in by `distill` = (weight, temperature)."""
     logits = model(x if blanked is None else torch.cat([x, blanked]))
-    films = logits[: len(x)]
-    loss = films_loss(films, y, *distill)
-    return loss if blanked is None else loss + weight * no_class_loss(logits[len(x):])
+    loss = films_loss(logits[: len(x)], y, *distill)
+    if blanked is None:
+        return loss
+    loss = loss + weight * no_class_loss(logits[len(x):])
+    if blind_weight and blanked_labels is not None:
+        loss = loss + blind_weight * between_class_spread(logits[len(x):], blanked_labels)
+    return loss
+
+
+def between_class_spread(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The between-class variance of the centred logits (ANOVA's between-group term): zero when, on average, the model
+    answers the same whatever the class. The uniform target shrinks the logits towards zero but leaves whatever small
+    class-dependent difference remains, and an argmax reads that difference however small it is."""
+    centred = logits - logits.mean(1, keepdim=True)
+    overall = centred.mean(0)
+    spread = logits.new_zeros(())
+    for label in labels.unique():
+        members = labels == label
+        spread = spread + members.float().mean() * (centred[members].mean(0) - overall).square().sum()
+    return spread
 
 
 def no_class_loss(logits: torch.Tensor) -> torch.Tensor:
@@ -263,7 +283,9 @@ def counterfactual_note(cfg: ClassifyConfig) -> str:
     return (f"\n**Counterfactual penalty** (`--counterfactual {cfg.counterfactual:g} --counterfactual-weight {cfg.counterfactual_weight:g}`): each batch also holds "
             f"{round(cfg.counterfactual * cfg.batch_size)} training crops with the lungs blanked out, exactly as "
             "`train.evaluate --lungs-removed` blanks them, and their target is the uniform distribution: with the lungs gone "
-            "the model is taught not to know the class, so that what it does know comes from the lungs.")
+            "the model is taught not to know the class, so that what it does know comes from the lungs."
+            + (f" Plus {cfg.blind_weight:g} x the between-class variance of their centred logits (`--blind-weight`): on average "
+               "the answer to a blanked crop may not depend on its class." if cfg.blind_weight else ""))
 
 
 def selection_note(cfg: ClassifyConfig) -> str:
@@ -374,11 +396,14 @@ class ClassifyTrainer(Trainer):
         return build_model(replace(self.cfg, init=init), len(self.data.classes)).to(memory_format=torch.channels_last)
 
     def batches(self, epoch: int):
-        return zip(self.train_batches, endless(self.counterfactuals))
+        return zip(self.train_batches, endless(self.counterfactuals, with_labels=True))
 
     def loss(self, batch) -> torch.Tensor:
         (x, y), blanked = batch
-        return classify_loss(self.model, x, y, blanked, self.cfg.counterfactual_weight, (self.cfg.distill_weight, self.cfg.distill_temperature))
+        blanked, blanked_labels = blanked or (None, None)
+        cfg = self.cfg
+        return classify_loss(self.model, x, y, blanked, cfg.counterfactual_weight, (cfg.distill_weight, cfg.distill_temperature),
+                             blanked_labels, cfg.blind_weight)
 
     def after_step(self, update: int) -> None:
         self.ema.update(self.model, step=update)

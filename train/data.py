@@ -181,7 +181,9 @@ def evaluation_batches(pixels, labels, index, steps: str, mean, std) -> Batches:
     return Batches(pixels, labels, index, 64, lambda image: apply_steps(image, steps), mean, std, shuffle=False)
 
 
-def endless(batches: Batches | None) -> Iterator[torch.Tensor | None]:
-    """The images of `batches`, reshuffled pass after pass (`None` forever when there are none), to pair with each training
-    batch; a fresh call starts a fresh pass."""
-    return repeat(None) if batches is None else (x for _pass in count() for x, _labels in batches)
+def endless(batches: Batches | None, with_labels: bool = False) -> Iterator:
+    """The images of `batches` (with their labels, if asked), reshuffled pass after pass (`None` forever when there are
+    none), to pair with each training batch; a fresh call starts a fresh pass."""
+    if batches is None:
+        return repeat(None)
+    return (pair if with_labels else pair[0] for _pass in count() for pair in batches)
