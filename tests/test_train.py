@@ -329,3 +329,27 @@ def test_the_audit_card_names_the_segmenter_that_cut_its_crops():
               "adult_other_findings": {"Shenzhen (TB)": {"n": 3, "called_viral_pneumonia": 0.0}}}
     card = card_section("some-classifier", result)
     assert "`lung-unet-mobilenetv2-lite`" in card and "| **0.4000** | 9 |" in card
+
+
+def test_training_blanks_the_lungs_exactly_where_lungs_removed_does(tmp_path, use_zoo, monkeypatch, example_png):
+    """The counterfactual crops the model is trained on must show the blanked region the evaluation shows it."""
+    from PIL import Image
+
+    from cxr_demo.intake.lungs import blank_lungs, crop_to_box, find_lungs
+    from cxr_demo.io import read_xray
+
+    monkeypatch.setattr(datasets, "CACHE_DIR", tmp_path / "cache")
+    use_zoo(zoo.Zoo.from_toml(tiny_zoo_toml(tmp_path, [SHIPPED_LUNG_SEGMENTER])))
+    film = tmp_path / "film.png"
+    Image.open(example_png).convert("L").resize((224, 224), Image.BILINEAR).save(film)  # cxr-3class's own size
+    pixels = datasets.cached_pixels([film], 224)
+    trained_on = datasets.blanked_lung_crops(pixels, datasets.cached_lungs([film], pixels), 224)[0]
+
+    xray = read_xray(film)
+    found = find_lungs(xray)
+    evaluated = crop_to_box(blank_lungs(xray.pixels, found.mask), found.box)
+    evaluated = np.asarray(Image.fromarray((evaluated * 255).round().astype(np.uint8)).resize((224, 224), Image.BILINEAR))
+    grey = round(float(np.median(xray.pixels)) * 255)
+    blanked_in_training, blanked_in_evaluation = np.abs(trained_on.astype(int) - grey) <= 1, np.abs(evaluated.astype(int) - grey) <= 1
+    overlap = (blanked_in_training & blanked_in_evaluation).sum() / (blanked_in_training | blanked_in_evaluation).sum()
+    assert blanked_in_evaluation.mean() > 0.3 and overlap > 0.99

@@ -103,14 +103,15 @@ def cached_pixels(paths: list[Path], size: int) -> np.ndarray:
 
 
 def cached_lungs(paths: list[Path], pixels: np.ndarray, segmenter: str | None = None) -> dict[str, np.ndarray]:
-    """The zoo segmenter's lung box (top, left, bottom, right fractions), lung area and 64 px mask for every image,
-    through the app's own `cxr_demo.intake.lungs` path; cached on disk like the pixels."""
+    """The zoo segmenter's lung box (top, left, bottom, right fractions), lung area and mask (on the segmenter's own grid)
+    for every image, through the app's own `cxr_demo.intake.lungs` path; cached on disk like the pixels."""
     from cxr_demo import zoo
     from cxr_demo.intake import lungs
 
     spec = zoo.get(segmenter) if segmenter else zoo.default("segment")
     # the input size too: the same weights run at another size find other boxes
-    key = hashlib.sha1(("\n".join(map(str, paths)) + f"|{spec.name}|{spec.input_size}|{lungs.BOX_MARGIN}").encode()).hexdigest()[:16]
+    # the mask at full grid ("grid-mask"): a 64 px copy blanked blockier lungs in training than `--lungs-removed` blanks
+    key = hashlib.sha1(("\n".join(map(str, paths)) + f"|{spec.name}|{spec.input_size}|{lungs.BOX_MARGIN}|grid-mask").encode()).hexdigest()[:16]
     cache = CACHE_DIR / f"lungs-{key}.npz"
     if cache.exists():
         return dict(np.load(cache))
@@ -119,7 +120,7 @@ def cached_lungs(paths: list[Path], pixels: np.ndarray, segmenter: str | None = 
         found = lungs.find_lungs(np.asarray(image, dtype=np.float32) / 255.0, spec.name)
         boxes.append(found.box)
         areas.append(found.area_fraction)
-        masks.append(np.asarray(Image.fromarray(found.mask.astype(np.uint8) * 255).resize((64, 64), Image.NEAREST)) > 127)
+        masks.append(found.mask)
     result = {"boxes": np.asarray(boxes, np.float32), "areas": np.asarray(areas, np.float32), "masks": np.stack(masks)}
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(cache, **result)
