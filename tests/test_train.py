@@ -324,11 +324,11 @@ def test_the_audit_card_names_the_segmenter_that_cut_its_crops():
     from train.audit import card_section
 
     figures = {"accuracy": 0.9, "macro_f1": 0.9, "n": 9, "flagged": 0.0, "heatmap_in_lungs": 0.5}
-    result = {"segmenter": "lung-unet-mobilenetv2-lite", "test": figures, "lungs_removed": {"accuracy": 0.4, "n": 9},
+    result = {"segmenter": "lung-unet-mobilenetv2-lite", "test": figures, "lungs_removed": {"accuracy": 0.4, "n": 10},
               "external": {**figures, "data": "elsewhere", "lungs_removed_accuracy": 0.5},
               "adult_other_findings": {"Shenzhen (TB)": {"n": 3, "called_viral_pneumonia": 0.0}}}
     card = card_section("some-classifier", result)
-    assert "`lung-unet-mobilenetv2-lite`" in card and "| **0.4000** | 9 |" in card
+    assert "`lung-unet-mobilenetv2-lite`" in card and "| **0.4000 (95% CI 0.17–0.69)** | 10 |" in card
 
 
 def test_training_blanks_the_lungs_exactly_where_lungs_removed_does(tmp_path, use_zoo, monkeypatch, example_png):

@@ -81,6 +81,16 @@ def audit(model: str, shared: Path = SHARED) -> dict:
 CARD_MARK = "## Right for the right reasons"
 
 
+def with_interval(accuracy: float, n: int) -> str:
+    """The accuracy with its 95% Wilson interval: at n=535, 0.454 could as well be 0.41 or 0.50."""
+    from scipy.stats import binomtest
+
+    if not n:
+        return f"{accuracy:.4f}"
+    interval = binomtest(round(accuracy * n), n).proportion_ci(method="wilson")
+    return f"{accuracy:.4f} (95% CI {interval.low:.2f}–{interval.high:.2f})"
+
+
 def card_section(model: str, result: dict) -> str:
     test, removed, external = result["test"], result["lungs_removed"], result["external"]
     adults = "\n".join(f"| {name} | {row['n']} | {row['called_viral_pneumonia']:.1%} |" for name, row in result["adult_other_findings"].items())
@@ -92,8 +102,8 @@ with lung masks from `{result.get("segmenter", "the zoo's default segmenter")}`.
 | figure | value | n |
 |---|---|---|
 | test split (same sources as training): accuracy / macro-F1 | {test['accuracy']:.4f} / {test['macro_f1']:.4f} | {test['n']} |
-| **other hospitals** ({external['data']}): accuracy | **{external['accuracy']:.4f}** | {external['n']} |
-| **lungs removed** (test split, dilated lung mask filled with the film's median grey): accuracy; chance is 0.33 | **{removed['accuracy']:.4f}** | {removed['n']} |
+| **other hospitals** ({external['data']}): accuracy | **{with_interval(external['accuracy'], external['n'])}** | {external['n']} |
+| **lungs removed** (test split, dilated lung mask filled with the film's median grey): accuracy; chance is 0.33 | **{with_interval(removed['accuracy'], removed['n'])}** | {removed['n']} |
 | lungs removed, other hospitals: accuracy | {external['lungs_removed_accuracy']:.4f} | {external['n']} |
 | share of GradCAM mass inside the lung mask (test split) | {test['heatmap_in_lungs'] if test['heatmap_in_lungs'] is None else f"{test['heatmap_in_lungs']:.1%}"} | {test['n']} |
 | test images the input check flagged | {test['flagged']:.1%} | {test['n']} |
@@ -114,17 +124,21 @@ class AuditConfig:
     model: str | None = field(default=None, metadata={"help": "a classify, multitask or zeroshot zoo model (default: the zoo's default classifier)"})
     shared: Path = SHARED
     write: bool = field(default=False, metadata={"help": "store the figures in the checkpoint's metrics.json under 'audit'"})
+    card_only: bool = field(default=False, metadata={"help": "rewrite the card's section from the figures already in metrics.json"})
 
 
 def main(argv=None) -> dict:
     args = parse_config(AuditConfig, argv, __doc__)
     model = args.model or zoo.default("classify").name
-    result = audit(model, args.shared)
-    if args.write:
-        folder = zoo.load(model).folder
-        metrics = json.loads((folder / "metrics.json").read_text())
+    folder = zoo.load(model).folder
+    metrics = json.loads((folder / "metrics.json").read_text())
+    if args.card_only and "audit" not in metrics:
+        raise SystemExit(f"{model} has no audit in its metrics.json yet: run `python -m train.audit --model {model} --write`.")
+    result = metrics["audit"] if args.card_only else audit(model, args.shared)
+    if args.write and not args.card_only:
         metrics["audit"] = result
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    if args.write or args.card_only:
         card = (folder / "README.md").read_text()
         (folder / "README.md").write_text(card.split(CARD_MARK)[0].rstrip() + "\n\n" + card_section(model, result))
     print(json.dumps({"model": model, **result}))
