@@ -353,3 +353,16 @@ def test_training_blanks_the_lungs_exactly_where_lungs_removed_does(tmp_path, us
     blanked_in_training, blanked_in_evaluation = np.abs(trained_on.astype(int) - grey) <= 1, np.abs(evaluated.astype(int) - grey) <= 1
     overlap = (blanked_in_training & blanked_in_evaluation).sum() / (blanked_in_training | blanked_in_evaluation).sum()
     assert blanked_in_evaluation.mean() > 0.3 and overlap > 0.99
+
+
+def test_a_lung_crop_lit_run_validates_with_the_lungs_removed_and_says_so_in_its_card(class_folder, tmp_path, use_zoo, monkeypatch):
+    from train.clip import ClipConfig, ClipTrainer
+
+    monkeypatch.setattr(datasets, "CACHE_DIR", tmp_path / "cache")
+    use_zoo(zoo.Zoo.from_toml(tiny_zoo_toml(tmp_path, [SHIPPED_LUNG_SEGMENTER])))
+    cfg = ClipConfig(data=str(class_folder), name="lit-crop", init=None, epochs=1, batch_size=8, img_size=96, max_steps=1, crop="lungs",
+                     counterfactual=0.25, blind_weight=1.0, shortcut_bar=0.4, out=str(tmp_path / "weights"), runs=str(tmp_path / "runs"))
+    out = ClipTrainer.train(cfg)
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    assert 0 <= history[0]["val_lungs_removed_accuracy"] <= 1
+    assert "--blind-weight 1 --shortcut-bar 0.4" in (out / "README.md").read_text()

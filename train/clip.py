@@ -27,7 +27,8 @@ from cxr_demo.tasks.metrics import classification_report
 from cxr_demo.zoo import clip_model
 from train import data as datasets
 from train.captions import caption_bank, sample_captions
-from train.classify import counterfactual_batches, no_class_loss, train_augment
+from train.classify import (between_class_spread, counterfactual_batches, lungs_blanked, no_class_loss, selection_score,
+                            train_augment)
 from train.data import Batches, endless
 from train.engine import Export, TrainConfig, Trainer, load_imagenet, main, predict
 
@@ -49,6 +50,8 @@ class ClipConfig(TrainConfig):
     crop: str = "none"  # "lungs": the image tower reads the lung box from the zoo's segmenter, as the classifier does
     counterfactual: float = 0.0  # share of each batch added as lungs-blanked crops taught to match no class (train.classify's penalty)
     counterfactual_weight: float = 1.0
+    blind_weight: float = 0.0  # of the between-class spread of the blanked crops' class scores (train.classify's --blind-weight)
+    shortcut_bar: float | None = None  # best.pt on val macro-F1 less how far val lungs-removed accuracy exceeds this
 
 
 @torch.no_grad()
@@ -95,7 +98,10 @@ class ClipTrainer(Trainer):
                                                 step_on_epochs=False, updates_per_epoch=self.steps_per_epoch, min_lr=cfg.lr * 0.01,
                                                 warmup_lr=cfg.lr * 0.1)
         self.val_batches = datasets.evaluation_batches(pixels, data.labels, self.splits["val"], cfg.preprocess, MEAN, STD)
-        self.counterfactuals = counterfactual_batches(cfg, data, self.splits, self.train_batches)
+        self.blanked = lungs_blanked(cfg, data) if cfg.crop == "lungs" or cfg.shortcut_bar is not None else None
+        self.val_blanked = None if self.blanked is None else datasets.evaluation_batches(
+            self.blanked, data.labels, self.splits["val"], cfg.preprocess, MEAN, STD)
+        self.counterfactuals = counterfactual_batches(cfg, data, self.splits, self.train_batches, self.blanked)
         self.rng: random.Random | None = None  # caption sampling, seeded by the epoch a run starts (or resumes) at
 
     def build_model(self, init: str | None) -> torch.nn.Module:
@@ -115,10 +121,11 @@ class ClipTrainer(Trainer):
 
     def batches(self, epoch: int):
         self.rng = self.rng or random.Random(self.cfg.seed + epoch)
-        return zip(self.train_batches, endless(self.counterfactuals))
+        return zip(self.train_batches, endless(self.counterfactuals, with_labels=True))
 
     def loss(self, batch) -> torch.Tensor:
         (x, y), blanked = batch
+        blanked, blanked_labels = blanked or (None, None)
         chosen = torch.tensor(sample_captions(self.caption_labels, y.tolist(), self.rng))
         scale = self.model.logit_scale.exp().clamp(max=100)
         if blanked is None:
@@ -127,8 +134,9 @@ class ClipTrainer(Trainer):
         captions = self.caption_embeddings()  # projected once: the chosen captions and the class means both come from it
         images = encode_images(self.model, torch.cat([x, blanked]))
         films, counterfactual = images[: len(x)], images[len(x):]
-        return multi_positive_clip_loss(films, captions[chosen], y, scale) + self.cfg.counterfactual_weight * no_class_loss(
-            scale * counterfactual @ self.class_embeddings(captions).T)
+        scores = scale * counterfactual @ self.class_embeddings(captions).T
+        return (multi_positive_clip_loss(films, captions[chosen], y, scale) + self.cfg.counterfactual_weight * no_class_loss(scores)
+                + self.cfg.blind_weight * between_class_spread(scores, blanked_labels))
 
     def caption_embeddings(self) -> torch.Tensor:
         """Every training caption through the trainable projection, normalised."""
@@ -143,9 +151,15 @@ class ClipTrainer(Trainer):
     def validate(self) -> tuple[dict, float]:
         with torch.no_grad():
             classes = self.class_embeddings()
-        logits, labels = predict(self.model, self.val_batches, lambda m, x: m.logit_scale.exp() * encode_images(m, x) @ classes.T)
-        f1 = classification_report(logits, labels, self.data.classes)["macro_f1"]
-        return {"val_macro_f1": f1}, f1
+        def class_scores(model, x):
+            return model.logit_scale.exp() * encode_images(model, x) @ classes.T
+
+        logits, labels = predict(self.model, self.val_batches, class_scores)
+        fields = {"val_macro_f1": classification_report(logits, labels, self.data.classes)["macro_f1"]}
+        if self.val_blanked is not None:
+            removed, labels = predict(self.model, self.val_blanked, class_scores)
+            fields["val_lungs_removed_accuracy"] = float((removed.argmax(1) == labels).float().mean())
+        return fields, selection_score(fields["val_macro_f1"], fields.get("val_lungs_removed_accuracy"), self.cfg.shortcut_bar)
 
     def export(self, model, state) -> Export:
         cfg, history = self.cfg, state["history"]
@@ -192,8 +206,18 @@ def write_open_clip_files(cfg: ClipConfig, out: Path) -> None:
 def counterfactual_flags(cfg: ClipConfig) -> str:
     if cfg.counterfactual <= 0:
         return ""
-    return (f" --counterfactual {cfg.counterfactual:g} --counterfactual-weight {cfg.counterfactual_weight:g} --lr {cfg.lr:g}"
-            f" --head-lr {cfg.head_lr:g}")
+    return (f" --counterfactual {cfg.counterfactual:g} --counterfactual-weight {cfg.counterfactual_weight:g}"
+            + (f" --blind-weight {cfg.blind_weight:g}" if cfg.blind_weight else "")
+            + (f" --shortcut-bar {cfg.shortcut_bar:g}" if cfg.shortcut_bar is not None else "")
+            + f" --lr {cfg.lr:g} --head-lr {cfg.head_lr:g}")
+
+
+def penalty_notes(cfg: ClipConfig) -> str:
+    blind = (f" Plus {cfg.blind_weight:g} x the between-class variance of those crops' centred class scores (`--blind-weight`): on "
+             "average their answer may not depend on their class." if cfg.blind_weight and cfg.counterfactual > 0 else "")
+    bar = (f" The checkpoint is chosen on validation macro-F1 less whatever the validation accuracy with the lungs removed exceeds "
+           f"{cfg.shortcut_bar:g} (`--shortcut-bar`)." if cfg.shortcut_bar is not None else "")
+    return blind + bar
 
 
 def model_card(cfg: ClipConfig, classes: list[str]) -> tuple[str, ModelCardData]:
@@ -214,7 +238,7 @@ cardiomegaly and it will answer with confidence and without knowledge.
 `python -m train.clip --data {cfg.data} --init {cfg.init} --name {cfg.name} --epochs {cfg.epochs}{crop_flag}{counterfactual_flags(cfg)}`: AdamW, image tower lr {cfg.lr},
 projections and logit scale lr {cfg.head_lr}, cosine schedule, batch {cfg.batch_size}, {cfg.img_size} px, preprocessing `{cfg.preprocess}`,
 the classifier's augmentation, seeded 80/10/10 split (the classifier's split), checkpoint chosen on validation macro-F1 with the
-training captions' class means. Loss: symmetric InfoNCE with every same-class caption a positive.{f" Plus, weighted {cfg.counterfactual_weight:g}, cross-entropy against the uniform distribution for lungs-blanked crops (a share of {cfg.counterfactual:g} of each batch) scored against the class embeddings: with the lungs gone, no class may fit." if cfg.counterfactual > 0 else ""}
+training captions' class means. Loss: symmetric InfoNCE with every same-class caption a positive.{f" Plus, weighted {cfg.counterfactual_weight:g}, cross-entropy against the uniform distribution for lungs-blanked crops (a share of {cfg.counterfactual:g} of each batch) scored against the class embeddings: with the lungs gone, no class may fit." if cfg.counterfactual > 0 else ""}{penalty_notes(cfg)}
 
 Results per prompt preset (test split, never trained on) are in `metrics.json`; reproduce them with
 `python -m train.evaluate --task zeroshot --model {cfg.name} --data {cfg.data} --split test --prompts clinical --json`.
