@@ -16,20 +16,24 @@ import logging
 import os
 import warnings
 
+import numpy as np
 import torch
 
 log = logging.getLogger("cxr_demo")
 
 
 class OnnxRuntimeModule(torch.nn.Module):
-    """Drop-in for an inference-only module: tensors in, tensors (or a tuple of them) out."""
+    """Drop-in for an inference-only module: tensors in, tensors (or a tuple of them) out. The session is built for one
+    image at a time (what every click sends); a batch runs image by image and is stacked again."""
 
     def __init__(self, session, input_name: str):
         super().__init__()
         self.session, self.input_name = session, input_name
 
     def forward(self, x: torch.Tensor):
-        outputs = [torch.from_numpy(o) for o in self.session.run(None, {self.input_name: x.detach().float().contiguous().numpy()})]
+        x = x.detach().float()
+        per_image = [self.session.run(None, {self.input_name: image[None].contiguous().numpy()}) for image in x]
+        outputs = [torch.from_numpy(np.concatenate(parts)) for parts in zip(*per_image)]
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
 
@@ -56,6 +60,9 @@ def with_onnxruntime(module: torch.nn.Module, example: torch.Tensor, name: str) 
         options.inter_op_num_threads = 1
         # torch keeps its own thread pool for the other models: a spinning ORT pool would steal their 2 cores
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # a batch dimension fixed at 1 lets ORT plan every shape ahead: 4.8 vs 6.8 ms for EfficientNet-Lite0 at 224 px and
+        # 2.3 vs 3.2 for the input check (2-core Xeon with AVX-512, 2026-12-02)
+        options.add_free_dimension_override_by_name("batch", 1)
         session = onnxruntime.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
         exported = OnnxRuntimeModule(session, "x")
         _check_same_output(module, exported, example)
