@@ -204,12 +204,11 @@ def write_open_clip_files(cfg: ClipConfig, out: Path) -> None:
 
 
 def counterfactual_flags(cfg: ClipConfig) -> str:
+    bar = f" --shortcut-bar {cfg.shortcut_bar:g}" if cfg.shortcut_bar is not None else ""
     if cfg.counterfactual <= 0:
-        return ""
+        return bar
     return (f" --counterfactual {cfg.counterfactual:g} --counterfactual-weight {cfg.counterfactual_weight:g}"
-            + (f" --blind-weight {cfg.blind_weight:g}" if cfg.blind_weight else "")
-            + (f" --shortcut-bar {cfg.shortcut_bar:g}" if cfg.shortcut_bar is not None else "")
-            + f" --lr {cfg.lr:g} --head-lr {cfg.head_lr:g}")
+            + (f" --blind-weight {cfg.blind_weight:g}" if cfg.blind_weight else "") + bar + f" --lr {cfg.lr:g} --head-lr {cfg.head_lr:g}")
 
 
 def penalty_notes(cfg: ClipConfig) -> str:
