@@ -61,6 +61,8 @@ def test_segment_tab_shows_mask_measurements_and_dice(page):
     examples = Path(__file__).resolve().parent.parent / "examples"
     page.get_by_role("tab", name="Segment").click()
     page.locator("#segment-upload input[type=file]").set_input_files(str(examples / "quex-normal-10.png"))
+    # the upload runs the tab at once and redraws its outputs; a second file set meanwhile can be lost (seen once in CI)
+    page.locator("#segment-overlay img").wait_for(timeout=60_000)
     page.locator("#segment-reference input[type=file]").set_input_files(str(examples / "masks" / "quex-normal-10.png"))
     page.locator("#segment-reference").get_by_text("quex-normal-10.png").wait_for(timeout=30_000)
     page.get_by_role("button", name="Segment").click()
