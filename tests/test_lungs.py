@@ -83,3 +83,21 @@ def test_heatmap_share_in_the_lungs():
     mask[:, :20] = True
     assert lungs.heatmap_share_in(heatmap, mask) == pytest.approx(0.25)
     assert lungs.heatmap_share_in(np.zeros((10, 10), np.float32), mask) == 0.0
+
+
+@pytest.mark.parametrize("fill", ["dark", "noise"])
+def test_blanks_the_penalty_never_saw_fill_only_the_lungs_and_differ_from_the_median(fill):
+    rng = np.random.default_rng(1)
+    pixels = rng.random((200, 200)).astype(np.float32)
+    mask = np.zeros((50, 50), bool)
+    mask[10:40, 10:20] = True
+    blanked = lungs.blank_lungs(pixels, mask, dilation=0.02, fill=fill)
+    inside = blanked[40:160, 40:80]
+    assert np.array_equal(blanked[:, 120:], pixels[:, 120:])
+    assert np.array_equal(blanked, lungs.blank_lungs(pixels, mask, dilation=0.02, fill=fill))  # the same film, the same blank
+    if fill == "dark":
+        assert np.all(inside == np.percentile(pixels, 5)) and inside.max() < np.median(pixels) - 0.3
+    else:
+        assert inside.std() > 0.1 and abs(float(inside.mean()) - float(np.median(pixels))) < 0.02
+    with pytest.raises(ValueError, match="median, dark, noise|'median', 'dark', 'noise'"):
+        lungs.blank_lungs(pixels, mask, fill="checkerboard")

@@ -366,3 +366,18 @@ def test_a_lung_crop_lit_run_validates_with_the_lungs_removed_and_says_so_in_its
     history = json.loads((out / "metrics.json").read_text())["history"]
     assert 0 <= history[0]["val_lungs_removed_accuracy"] <= 1
     assert "--blind-weight 1 --shortcut-bar 0.4" in (out / "README.md").read_text()
+
+
+def test_blanked_lung_crops_take_the_fills_in_turn_and_the_flag_is_checked():
+    from train.classify import blank_fills
+
+    pixels = np.tile(np.linspace(0, 255, 64, dtype=np.float32).astype(np.uint8), (3, 64, 1))
+    masks = np.zeros((3, 64, 64), bool)
+    masks[:, 20:44, 8:24] = True
+    boxes = np.tile(np.array([[0.0, 0.0, 1.0, 1.0]], np.float32), (3, 1))
+    blanked = datasets.blanked_lung_crops(pixels, {"masks": masks, "boxes": boxes}, 64, ("median", "dark", "noise"))
+    lung = blanked[:, 26:38, 12:20].astype(int)
+    assert (lung[0] == np.median(pixels[0])).all() and (lung[1] < lung[0]).all() and lung[2].std() > 5
+    assert blank_fills(ClassifyConfig(data="x", blank_fills="median, noise")) == ("median", "noise")
+    with pytest.raises(SystemExit, match="median, dark, noise"):
+        blank_fills(ClassifyConfig(data="x", blank_fills="median,stripes"))

@@ -51,6 +51,7 @@ class ClassifyConfig(TrainConfig):
     counterfactual_weight: float = 1.0  # of that uniform-target term against the films' cross-entropy
     blind_weight: float = 0.0  # of the between-class spread of the blanked crops' logits: their answer may not depend on the class
     shortcut_bar: float | None = None  # with --crop lungs: best.pt on val macro-F1 less how far val lungs-removed accuracy exceeds this
+    blank_fills: str = "median"  # what fills the blanked lungs, comma-separated (cxr_demo.intake.lungs.BLANK_FILLS), one per image in turn
     ema_decay: float = 0.998
     drop_rate: float = 0.2
     teacher: str | None = None  # a zoo classifier (name or weights/ folder) whose softened answers the model also learns (DeiT's soft distillation)
@@ -164,7 +165,16 @@ def lungs_blanked(cfg, data) -> np.ndarray:
     if cfg.crop != "lungs":
         raise SystemExit("--counterfactual and --shortcut-bar need --crop lungs: they blank the lungs found by the same segmenter")
     pixels = np.asarray(datasets.cached_pixels(data.paths, cfg.img_size))
-    return datasets.blanked_lung_crops(pixels, datasets.cached_lungs(data.paths, pixels), cfg.img_size)
+    return datasets.blanked_lung_crops(pixels, datasets.cached_lungs(data.paths, pixels), cfg.img_size, blank_fills(cfg))
+
+
+def blank_fills(cfg) -> tuple[str, ...]:
+    from cxr_demo.intake.lungs import BLANK_FILLS
+
+    fills = tuple(f.strip() for f in cfg.blank_fills.split(",") if f.strip())
+    if not fills or any(f not in BLANK_FILLS for f in fills):
+        raise SystemExit(f"--blank-fills takes a comma-separated list of {', '.join(BLANK_FILLS)}; got {cfg.blank_fills!r}")
+    return fills
 
 
 def counterfactual_batches(cfg, data, splits, train_batches: Batches, blanked: np.ndarray | None = None) -> Batches | None:
@@ -285,7 +295,9 @@ def counterfactual_note(cfg: ClassifyConfig) -> str:
             "`train.evaluate --lungs-removed` blanks them, and their target is the uniform distribution: with the lungs gone "
             "the model is taught not to know the class, so that what it does know comes from the lungs."
             + (f" Plus {cfg.blind_weight:g} x the between-class variance of their centred logits (`--blind-weight`): on average "
-               "the answer to a blanked crop may not depend on its class." if cfg.blind_weight else ""))
+               "the answer to a blanked crop may not depend on its class." if cfg.blind_weight else "")
+            + (f" The lungs are filled in turn with {', '.join(blank_fills(cfg))} (`--blank-fills {cfg.blank_fills}`), so that the model"
+               " learns that the lungs are gone, not what one blank looks like." if len(blank_fills(cfg)) > 1 else ""))
 
 
 def selection_note(cfg: ClassifyConfig) -> str:

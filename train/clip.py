@@ -52,6 +52,7 @@ class ClipConfig(TrainConfig):
     counterfactual_weight: float = 1.0
     blind_weight: float = 0.0  # of the between-class spread of the blanked crops' class scores (train.classify's --blind-weight)
     shortcut_bar: float | None = None  # best.pt on val macro-F1 less how far val lungs-removed accuracy exceeds this
+    blank_fills: str = "median"  # train.classify's --blank-fills
 
 
 @torch.no_grad()

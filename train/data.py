@@ -137,11 +137,13 @@ def lung_crops(pixels: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-def blanked_lung_crops(pixels: np.ndarray, lungs: dict[str, np.ndarray], size: int) -> np.ndarray:
-    """The lung crops with the lungs blanked out, exactly as `train.evaluate --lungs-removed` makes them."""
+def blanked_lung_crops(pixels: np.ndarray, lungs: dict[str, np.ndarray], size: int, fills: tuple[str, ...] = ("median",)) -> np.ndarray:
+    """The lung crops with the lungs blanked out, exactly as `train.evaluate --lungs-removed --blank-fill F` makes them;
+    image i gets `fills[i % len(fills)]`."""
     from cxr_demo.intake.lungs import blank_lungs
 
-    blanked = np.stack([blank_lungs(np.asarray(image), mask) for image, mask in zip(pixels, lungs["masks"])])
+    blanked = np.stack([blank_lungs(np.asarray(image), mask, fill=fills[i % len(fills)])
+                        for i, (image, mask) in enumerate(zip(pixels, lungs["masks"]))])
     return lung_crops(blanked, lungs["boxes"], size)
 
 

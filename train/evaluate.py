@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from cxr_demo import zoo
 from cxr_demo.intake import intake
-from cxr_demo.intake.lungs import Lungs, blank_lungs
+from cxr_demo.intake.lungs import BLANK_FILLS, Lungs, blank_lungs
 from cxr_demo.io import InvalidImage, XRay, read_xray
 from cxr_demo.io.preprocess import upsample_to
 from cxr_demo.tasks import classify
@@ -74,8 +74,10 @@ class Pass:
         self.reasons[reason] = self.reasons.get(reason, 0) + 1
 
 
-def run_classifier(model_name: str | None, paths: list[Path], lungs_removed: bool = False, cam: bool = False) -> Pass:
-    """Every image through intake (input check + lung mask) and, when a model is given, the classifier."""
+def run_classifier(model_name: str | None, paths: list[Path], lungs_removed: bool = False, cam: bool = False,
+                   fill: str = "median") -> Pass:
+    """Every image through intake (input check + lung mask) and, when a model is given, the classifier (with the lungs
+    blanked with `fill`, if asked)."""
     loaded = zoo.load(model_name) if model_name else None
     seen = Pass()
     for i, path in enumerate(tqdm(paths, desc="evaluate", unit="img", file=sys.stderr)):
@@ -90,7 +92,7 @@ def run_classifier(model_name: str | None, paths: list[Path], lungs_removed: boo
         if loaded is None:
             continue
         if lungs_removed:
-            xray = XRay(blank_lungs(xray.pixels, checked.lungs.mask), xray.meta, xray.warnings)
+            xray = XRay(blank_lungs(xray.pixels, checked.lungs.mask, fill=fill), xray.meta, xray.warnings)
         logits, share = model_logits(loaded, xray, checked.lungs, cam)
         seen.logits.append(logits)
         seen.kept.append(i)
@@ -115,27 +117,29 @@ def split_part(data: datasets.LabelledImages, split: str, seed: int) -> datasets
     return data if split == "all" else data.subset(datasets.split_80_10_10(data, seed)[split])
 
 
-def evaluate_classifier(model_name: str, data_dir: Path, split: str, seed: int, lungs_removed: bool = False, cam: bool = False) -> dict:
+def evaluate_classifier(model_name: str, data_dir: Path, split: str, seed: int, lungs_removed: bool = False, cam: bool = False,
+                        fill: str = "median") -> dict:
     loaded = zoo.load(model_name)
     labels = list(loaded.config.get("label_names") or loaded.spec.labels)
     temperature = float(loaded.options.get("temperature", 1.0))
     folders = labelled_folders(data_dir, labels)
     if folders is None:
-        return predicted_distribution(model_name, data_dir, labels, temperature, lungs_removed)
+        return predicted_distribution(model_name, data_dir, labels, temperature, lungs_removed, fill)
     data = split_part(datasets.read_class_folders(data_dir, folders), split, seed)
-    seen = run_classifier(model_name, data.paths, lungs_removed, cam)
+    seen = run_classifier(model_name, data.paths, lungs_removed, cam, fill)
     targets = torch.tensor([labels.index(data.classes[data.labels[i]]) for i in seen.kept])
     report = classification_report(torch.stack(seen.logits), targets, labels, temperature)
     result = {"model": model_name, "task": loaded.spec.task, "data": str(data_dir), "split": split, "lungs_removed": lungs_removed,
-              **report, **check_summary(seen, len(data.paths))}
+              **({"blank_fill": fill} if lungs_removed else {}), **report, **check_summary(seen, len(data.paths))}
     if seen.heatmap_in_lungs:
         result["heatmap_in_lungs"] = float(np.mean(seen.heatmap_in_lungs))
     return result
 
 
-def predicted_distribution(model_name: str, data_dir: Path, labels: list[str], temperature: float, lungs_removed: bool = False) -> dict:
+def predicted_distribution(model_name: str, data_dir: Path, labels: list[str], temperature: float, lungs_removed: bool = False,
+                           fill: str = "median") -> dict:
     paths = image_paths(data_dir)
-    seen = run_classifier(model_name, paths, lungs_removed)
+    seen = run_classifier(model_name, paths, lungs_removed, fill=fill)
     probs = (torch.stack(seen.logits) / temperature).softmax(1) if seen.logits else torch.zeros(0, len(labels))
     counts = np.bincount(probs.argmax(1).numpy(), minlength=len(labels))
     return {"model": model_name, "task": "classify", "data": str(data_dir), "n": len(seen.kept),
@@ -224,6 +228,8 @@ class EvaluateConfig:
     held_out: bool = field(default=False, metadata={"help": "detect: only the images the model's metrics.json lists as held out"})
     masks: str = field(default="masks", metadata={"help": "mask folder name beside images/ (segment), e.g. 'lung masks'"})
     lungs_removed: bool = field(default=False, metadata={"help": "classify or zeroshot: blank the lungs first: what is left is the shortcut"})
+    blank_fill: str = field(default="median", metadata={"choices": BLANK_FILLS, "help": "with --lungs-removed: what fills the lungs "
+                            "(median: the blank the counterfactual penalty trains on; dark and noise: blanks it never saw)"})
     heatmap_share: bool = field(default=False, metadata={"help": "classify: also report the GradCAM mass inside the lung mask"})
     json: bool = field(default=False, metadata={"help": "end with one JSON line (always printed; kept for scripts)"})
 
@@ -247,9 +253,9 @@ def evaluate_model(args: EvaluateConfig) -> dict:
     if model_task not in zoo.TASKS[args.task].kinds:  # a multi-task model is scored as a classifier or as a segmenter
         usage_error(f"{model} is a {model_task} model; pass --task {' or --task '.join(zoo.task_table.tasks_served_by(model_task))}")
     if args.task == "classify":
-        return evaluate_classifier(model, args.data, args.split, args.seed, args.lungs_removed, args.heatmap_share)
+        return evaluate_classifier(model, args.data, args.split, args.seed, args.lungs_removed, args.heatmap_share, args.blank_fill)
     if args.task == "zeroshot" and args.lungs_removed:  # the clinical prompts, through the classifier's lungs-removed path
-        return evaluate_classifier(model, args.data, args.split, args.seed, lungs_removed=True)
+        return evaluate_classifier(model, args.data, args.split, args.seed, lungs_removed=True, fill=args.blank_fill)
     if args.task == "zeroshot":
         return evaluate_zeroshot_folder(model, args.data, args.split, args.seed, args.prompts or "clinical")
     if args.task == "detect":

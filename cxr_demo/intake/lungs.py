@@ -23,6 +23,9 @@ FULL_FILM: Box = (0.0, 0.0, 1.0, 1.0)
 BOX_MARGIN = 0.05  # of the image side, around the two lungs: the costophrenic angles and apices stay in the crop
 MIN_LUNG_AREA = 0.03  # of the image; below it there is no lung to crop and the full film is used
 BLANK_DILATION = 0.03  # of the image side: the lung border goes too, so its outline does not survive the blanking
+# what fills the blanked lungs: the film's median grey (what the classifiers' counterfactual penalty trains on), its 5th
+# percentile (dark, like air-filled lungs) or grain around the median; the last two test whether a model learned that one blank
+BLANK_FILLS = ("median", "dark", "noise")
 
 
 @dataclass(frozen=True)
@@ -93,14 +96,27 @@ def crop_to_box(pixels: np.ndarray, box: Box) -> np.ndarray:
     return pixels[top:bottom, left:right]
 
 
-def blank_lungs(pixels: np.ndarray, mask: np.ndarray, dilation: float = BLANK_DILATION) -> np.ndarray:
-    """The film with the (slightly dilated) lungs filled with its median grey: what is left is everything but the lungs."""
+def blank_lungs(pixels: np.ndarray, mask: np.ndarray, dilation: float = BLANK_DILATION, fill: str = "median") -> np.ndarray:
+    """The film with the (slightly dilated) lungs filled (`BLANK_FILLS`; the median grey by default): what is left is
+    everything but the lungs."""
     full = upsample_to(mask.astype(np.float32), pixels.shape) >= 0.5
     radius = max(1, round(dilation * max(pixels.shape)))
     full = ndimage.binary_dilation(full, structure=np.ones((3, 3), bool), iterations=radius) if full.any() else full
     blanked = pixels.copy()
-    blanked[full] = np.median(pixels)
+    blanked[full] = blank_values(pixels, int(full.sum()), fill)
     return blanked
+
+
+def blank_values(pixels: np.ndarray, n: int, fill: str) -> np.ndarray | float:
+    if fill == "median":
+        return np.median(pixels)
+    if fill == "dark":
+        return np.percentile(pixels, 5)
+    if fill == "noise":  # seeded: the same film is blanked the same way every time
+        grain = np.random.default_rng(0).normal(0.0, float(pixels.std()) / 2, n)
+        top = np.iinfo(pixels.dtype).max if np.issubdtype(pixels.dtype, np.integer) else 1.0  # training blanks uint8 films
+        return np.clip(np.median(pixels) + grain, 0, top).astype(pixels.dtype)
+    raise ValueError(f"Unknown blank fill {fill!r}; choose one of {BLANK_FILLS}.")
 
 
 def heatmap_share_in(heatmap: np.ndarray, mask: np.ndarray) -> float:
