@@ -85,7 +85,7 @@ def test_heatmap_share_in_the_lungs():
     assert lungs.heatmap_share_in(np.zeros((10, 10), np.float32), mask) == 0.0
 
 
-@pytest.mark.parametrize("fill", ["dark", "noise"])
+@pytest.mark.parametrize("fill", ["dark", "bright", "noise"])
 def test_blanks_the_penalty_never_saw_fill_only_the_lungs_and_differ_from_the_median(fill):
     rng = np.random.default_rng(1)
     pixels = rng.random((200, 200)).astype(np.float32)
@@ -97,7 +97,9 @@ def test_blanks_the_penalty_never_saw_fill_only_the_lungs_and_differ_from_the_me
     assert np.array_equal(blanked, lungs.blank_lungs(pixels, mask, dilation=0.02, fill=fill))  # the same film, the same blank
     if fill == "dark":
         assert np.all(inside == np.percentile(pixels, 5)) and inside.max() < np.median(pixels) - 0.3
+    elif fill == "bright":
+        assert np.all(inside == np.percentile(pixels, 95)) and inside.min() > np.median(pixels) + 0.3
     else:
         assert inside.std() > 0.1 and abs(float(inside.mean()) - float(np.median(pixels))) < 0.02
-    with pytest.raises(ValueError, match="median, dark, noise|'median', 'dark', 'noise'"):
+    with pytest.raises(ValueError, match="'median', 'dark', 'bright', 'noise'"):
         lungs.blank_lungs(pixels, mask, fill="checkerboard")

@@ -379,5 +379,5 @@ def test_blanked_lung_crops_take_the_fills_in_turn_and_the_flag_is_checked():
     lung = blanked[:, 26:38, 12:20].astype(int)
     assert (lung[0] == np.median(pixels[0])).all() and (lung[1] < lung[0]).all() and lung[2].std() > 5
     assert blank_fills(ClassifyConfig(data="x", blank_fills="median, noise")) == ("median", "noise")
-    with pytest.raises(SystemExit, match="median, dark, noise"):
+    with pytest.raises(SystemExit, match="median, dark, bright, noise"):
         blank_fills(ClassifyConfig(data="x", blank_fills="median,stripes"))

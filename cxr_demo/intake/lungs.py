@@ -24,8 +24,9 @@ BOX_MARGIN = 0.05  # of the image side, around the two lungs: the costophrenic a
 MIN_LUNG_AREA = 0.03  # of the image; below it there is no lung to crop and the full film is used
 BLANK_DILATION = 0.03  # of the image side: the lung border goes too, so its outline does not survive the blanking
 # what fills the blanked lungs: the film's median grey (what the classifiers' counterfactual penalty trains on), its 5th
-# percentile (dark, like air-filled lungs) or grain around the median; the last two test whether a model learned that one blank
-BLANK_FILLS = ("median", "dark", "noise")
+# percentile (dark, like air-filled lungs), its 95th (white, like a lung gone opaque) or grain around the median; the others
+# test whether a model learned one blank rather than that the lungs are gone
+BLANK_FILLS = ("median", "dark", "bright", "noise")
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,8 @@ def blank_values(pixels: np.ndarray, n: int, fill: str) -> np.ndarray | float:
         return np.median(pixels)
     if fill == "dark":
         return np.percentile(pixels, 5)
+    if fill == "bright":
+        return np.percentile(pixels, 95)
     if fill == "noise":  # seeded: the same film is blanked the same way every time
         grain = np.random.default_rng(0).normal(0.0, float(pixels.std()) / 2, n)
         top = np.iinfo(pixels.dtype).max if np.issubdtype(pixels.dtype, np.integer) else 1.0  # training blanks uint8 films
