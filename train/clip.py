@@ -209,7 +209,8 @@ def counterfactual_flags(cfg: ClipConfig) -> str:
     if cfg.counterfactual <= 0:
         return bar
     return (f" --counterfactual {cfg.counterfactual:g} --counterfactual-weight {cfg.counterfactual_weight:g}"
-            + (f" --blind-weight {cfg.blind_weight:g}" if cfg.blind_weight else "") + bar + f" --lr {cfg.lr:g} --head-lr {cfg.head_lr:g}")
+            + (f" --blind-weight {cfg.blind_weight:g}" if cfg.blind_weight else "")
+            + (f" --blank-fills {cfg.blank_fills}" if cfg.blank_fills != "median" else "") + bar + f" --lr {cfg.lr:g} --head-lr {cfg.head_lr:g}")
 
 
 def penalty_notes(cfg: ClipConfig) -> str:
