@@ -168,6 +168,15 @@ def lungs_blanked(cfg, data) -> np.ndarray:
     return datasets.blanked_lung_crops(pixels, datasets.cached_lungs(data.paths, pixels), cfg.img_size, blank_fills(cfg))
 
 
+def validation_blanks(cfg, data) -> np.ndarray | None:
+    """The blanked crops a lung-crop run (or one with --shortcut-bar) validates on each epoch; None for a full-film run."""
+    return lungs_blanked(cfg, data) if cfg.crop == "lungs" or cfg.shortcut_bar is not None else None
+
+
+def lungs_removed_accuracy(logits: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> float:
+    return classification_report(logits, labels, classes)["accuracy"]
+
+
 def blank_fills(cfg) -> tuple[str, ...]:
     from cxr_demo.intake.lungs import BLANK_FILLS
 
@@ -401,7 +410,7 @@ class ClassifyTrainer(Trainer):
         self.scheduler, _ = create_scheduler_v2(self.optimizer, sched=cfg.sched, num_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs,
                                                 step_on_epochs=False, updates_per_epoch=self.steps_per_epoch, min_lr=cfg.lr * 0.01,
                                                 warmup_lr=cfg.lr * 0.1)
-        self.blanked = lungs_blanked(cfg, data) if cfg.crop == "lungs" or cfg.shortcut_bar is not None else None
+        self.blanked = validation_blanks(cfg, data)
         self.counterfactuals = counterfactual_batches(cfg, data, splits, self.train_batches, self.blanked)
 
     def build_model(self, init: str | None) -> torch.nn.Module:
@@ -438,7 +447,7 @@ class ClassifyTrainer(Trainer):
         fields = {"val_macro_f1": f1, "val_loss": float(F.cross_entropy(logits, labels))}
         if self.blanked is not None:
             removed, labels = self.logits(self.ema.module, "val", self.blanked)
-            fields["val_lungs_removed_accuracy"] = float((removed.argmax(1) == labels).float().mean())
+            fields["val_lungs_removed_accuracy"] = lungs_removed_accuracy(removed, labels, self.data.classes)
         return fields, selection_score(f1, fields.get("val_lungs_removed_accuracy"), self.cfg.shortcut_bar)
 
     def export(self, model, state) -> Export:

@@ -27,8 +27,8 @@ from cxr_demo.tasks.metrics import classification_report
 from cxr_demo.zoo import clip_model
 from train import data as datasets
 from train.captions import caption_bank, sample_captions
-from train.classify import (between_class_spread, counterfactual_batches, lungs_blanked, no_class_loss, selection_score,
-                            train_augment)
+from train.classify import (between_class_spread, counterfactual_batches, lungs_removed_accuracy, no_class_loss, selection_score,
+                            train_augment, validation_blanks)
 from train.data import Batches, endless
 from train.engine import Export, TrainConfig, Trainer, load_imagenet, main, predict
 
@@ -99,7 +99,7 @@ class ClipTrainer(Trainer):
                                                 step_on_epochs=False, updates_per_epoch=self.steps_per_epoch, min_lr=cfg.lr * 0.01,
                                                 warmup_lr=cfg.lr * 0.1)
         self.val_batches = datasets.evaluation_batches(pixels, data.labels, self.splits["val"], cfg.preprocess, MEAN, STD)
-        self.blanked = lungs_blanked(cfg, data) if cfg.crop == "lungs" or cfg.shortcut_bar is not None else None
+        self.blanked = validation_blanks(cfg, data)
         self.val_blanked = None if self.blanked is None else datasets.evaluation_batches(
             self.blanked, data.labels, self.splits["val"], cfg.preprocess, MEAN, STD)
         self.counterfactuals = counterfactual_batches(cfg, data, self.splits, self.train_batches, self.blanked)
@@ -159,7 +159,7 @@ class ClipTrainer(Trainer):
         fields = {"val_macro_f1": classification_report(logits, labels, self.data.classes)["macro_f1"]}
         if self.val_blanked is not None:
             removed, labels = predict(self.model, self.val_blanked, class_scores)
-            fields["val_lungs_removed_accuracy"] = float((removed.argmax(1) == labels).float().mean())
+            fields["val_lungs_removed_accuracy"] = lungs_removed_accuracy(removed, labels, self.data.classes)
         return fields, selection_score(fields["val_macro_f1"], fields.get("val_lungs_removed_accuracy"), self.cfg.shortcut_bar)
 
     def export(self, model, state) -> Export:

@@ -229,7 +229,7 @@ class EvaluateConfig:
     masks: str = field(default="masks", metadata={"help": "mask folder name beside images/ (segment), e.g. 'lung masks'"})
     lungs_removed: bool = field(default=False, metadata={"help": "classify or zeroshot: blank the lungs first: what is left is the shortcut"})
     blank_fill: str = field(default="median", metadata={"choices": BLANK_FILLS, "help": "with --lungs-removed: what fills the lungs "
-                            "(median: the blank the counterfactual penalty trains on; dark and noise: blanks it never saw)"})
+                            "(median: the counterfactual penalty's default blank; dark, bright and noise: blanks a median-trained model never saw)"})
     heatmap_share: bool = field(default=False, metadata={"help": "classify: also report the GradCAM mass inside the lung mask"})
     json: bool = field(default=False, metadata={"help": "end with one JSON line (always printed; kept for scripts)"})
 
