@@ -225,3 +225,29 @@ def test_the_shrunk_films_network_input_stays_within_a_grey_level_of_the_direct_
     direct = TF.resize(torch.from_numpy(to_uint8(pixels))[None], [192, 192], antialias=True).float() / 255
     shrunk = model_input(pixels, (192, 192), (0.0,), (1.0,), steps="none")[0]
     assert (shrunk - direct).abs().mean() * 255 < 1.0
+
+
+@pytest.mark.parametrize("dtype, low, high", [(np.uint8, 0, 255), (np.uint8, 90, 140), (np.uint16, 0, 4095), (np.uint16, 3, 200), (np.int32, -1000, 3000)])
+def test_integer_pixels_rescale_exactly_as_their_float32_copy_does(dtype, low, high):
+    from cxr_demo.io.xray import _rescale
+
+    stored = np.random.default_rng(0).integers(low, high, (64, 80), endpoint=True).astype(dtype)
+    taken_as_stored, as_float = _rescale(stored), _rescale(stored.astype(np.float32))
+    assert taken_as_stored.dtype == np.float32
+    np.testing.assert_array_equal(taken_as_stored, as_float)
+
+
+def test_preprocessing_runs_on_one_torch_thread_and_gives_the_threads_back_even_on_error():
+    import torch
+
+    from cxr_demo.io.preprocess import one_torch_thread
+
+    configured = torch.get_num_threads()
+    torch.set_num_threads(2)  # the app's setting on 2 cores, so that "given back" differs from "one"
+    try:
+        with pytest.raises(RuntimeError), one_torch_thread():
+            assert torch.get_num_threads() == 1
+            raise RuntimeError("a failing resize")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(configured)

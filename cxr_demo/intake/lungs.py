@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy import ndimage
+from scipy import ndimage, special
 
 from cxr_demo import zoo
 from cxr_demo.io import XRay
@@ -50,7 +50,8 @@ def run_segmenter(pixels: np.ndarray, loaded: zoo.Loaded) -> tuple[np.ndarray, t
     with loaded.lock, torch.inference_mode():
         output = loaded.module(x)
     logits, class_logits = output if isinstance(output, tuple) else (output, None)
-    return logits[0, 0].float().sigmoid().numpy(), None if class_logits is None else class_logits[0].float()
+    # scipy's sigmoid: a torch one on 224x224 would wake torch's OpenMP pool just before the input check runs in ORT
+    return special.expit(logits[0, 0].float().numpy()), None if class_logits is None else class_logits[0].float()
 
 
 def two_largest(mask: np.ndarray) -> tuple[np.ndarray, int]:

@@ -1,6 +1,8 @@
 """Pixel preprocessing shared by training and inference, so both see identical inputs."""
 from __future__ import annotations
 
+import contextlib
+
 import cv2
 import numpy as np
 import torch
@@ -54,6 +56,19 @@ def normalize(image: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ..
     return (x - mean_t) / std_t
 
 
+@contextlib.contextmanager
+def one_torch_thread():
+    """Run the enclosed torch ops on the calling thread alone. After a parallel op, torch's OpenMP workers spin for a while;
+    on 2 cores they then fight the ONNX Runtime pool that runs the next model, and a 224 px resize gains nothing from a
+    second thread. The setting is per thread under OpenMP, so a concurrent request keeps its own."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def model_input(
     pixels: np.ndarray,
     size: tuple[int, int],
@@ -63,12 +78,13 @@ def model_input(
     in_chans: int = 1,
 ) -> torch.Tensor:
     """Float [0, 1] HxW pixels to a (1, C, H, W) network input."""
-    image = torch.from_numpy(to_uint8(shrink_for(pixels, size)))[None]
-    image = apply_steps(resize_uint8(image, size), steps)
-    x = normalize(image, mean[:1], std[:1])
-    if in_chans != 1:
-        x = x.expand(in_chans, -1, -1)
-    return x[None].contiguous(memory_format=torch.channels_last)
+    with one_torch_thread():
+        image = torch.from_numpy(to_uint8(shrink_for(pixels, size)))[None]
+        image = apply_steps(resize_uint8(image, size), steps)
+        x = normalize(image, mean[:1], std[:1])
+        if in_chans != 1:
+            x = x.expand(in_chans, -1, -1)
+        return x[None].contiguous(memory_format=torch.channels_last)
 
 
 def upsample_to(heatmap: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

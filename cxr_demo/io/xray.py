@@ -139,7 +139,7 @@ def _read_bitmap(raw: bytes) -> XRay:
 
 def _bitmap_to_gray(image: Image.Image, notes: list[str]) -> tuple[np.ndarray, int]:
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        array = np.asarray(image).astype(np.float32)
+        array = np.asarray(image)
         return array, 16 if image.mode.startswith("I;16") or array.max() > 255 else 8
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         notes.append("The image had an alpha channel; transparent areas were shown as black.")
@@ -153,7 +153,7 @@ def _bitmap_to_gray(image: Image.Image, notes: list[str]) -> tuple[np.ndarray, i
         if np.abs(rgb - rgb.mean(2, keepdims=True)).mean() > 8:
             notes.append("This is a colour image. X-rays are grayscale: is this really a radiograph? It was converted to gray.")
         image = image.convert("L")
-    return np.asarray(image).astype(np.float32), 8
+    return np.asarray(image), 8
 
 
 def _read_dicom(raw: bytes, force: bool = False) -> XRay:
@@ -188,7 +188,7 @@ def _read_dicom(raw: bytes, force: bool = False) -> XRay:
         notes.append("This DICOM is in colour; it was converted to gray.")
     array = apply_modality_lut(array, ds)
     array = apply_voi_lut(array, ds) if ("WindowCenter" in ds or "VOILUTSequence" in ds) else array
-    pixels = _rescale(np.asarray(array, dtype=np.float32))
+    pixels = _rescale(np.asarray(array))
     photometric = str(ds.get("PhotometricInterpretation", "")) or None
     if photometric == "MONOCHROME1":  # bright = air on MONOCHROME1; we always show air as black
         pixels = 1.0 - pixels
@@ -232,23 +232,34 @@ def _pixel_spacing(ds) -> tuple[float, float] | None:
 
 
 def _rescale(array: np.ndarray) -> np.ndarray:
-    """Map the stored range to [0, 1]. 8-bit data keep their absolute scale; deeper data are stretched min-max."""
-    array = np.asarray(array, dtype=np.float32)
-    finite = np.isfinite(array)
-    if not finite.all():  # checked first: nan_to_num costs 8 ms on a 1024 px film, and almost every film is finite
-        if not finite.any():
-            raise InvalidImage("The image holds no finite pixel values: there is nothing to analyse.")
-        # the film's own range, not float32's: an infinite pixel must not squash every other one to black
-        lowest, highest = array[finite].min(), array[finite].max()
-        array = np.nan_to_num(array, nan=lowest, posinf=highest, neginf=lowest)
+    """Map the stored range to float32 [0, 1]. 8-bit data keep their absolute scale; deeper data are stretched min-max.
+    Integer arrays are taken as stored: they cannot hold NaN, and their min and max cost a tenth of a float's."""
+    if array.dtype.kind not in "ui":
+        array = _finite(np.asarray(array, dtype=np.float32))
     lo, hi = float(array.min()), float(array.max())
-    if lo >= 0 and hi <= 255 and array.dtype == np.float32 and hi > 1:
+    if lo >= 0 and hi <= 255 and hi > 1:
         if hi - lo < 1:
             raise InvalidImage("The image is a single flat colour: there is nothing to analyse.")
-        return array / 255.0 if hi - lo > 64 else (array - lo) / (hi - lo)
+        return _stretched(array, 0.0, 255.0) if hi - lo > 64 else _stretched(array, lo, hi - lo)
     if hi - lo < 1e-6:
         raise InvalidImage("The image is a single flat colour: there is nothing to analyse.")
-    return (array - lo) / (hi - lo)
+    return _stretched(array, lo, hi - lo)
+
+
+def _finite(array: np.ndarray) -> np.ndarray:
+    finite = np.isfinite(array)
+    if finite.all():  # checked first: nan_to_num costs 8 ms on a 1024 px film, and almost every film is finite
+        return array
+    if not finite.any():
+        raise InvalidImage("The image holds no finite pixel values: there is nothing to analyse.")
+    # the film's own range, not float32's: an infinite pixel must not squash every other one to black
+    lowest, highest = array[finite].min(), array[finite].max()
+    return np.nan_to_num(array, nan=lowest, posinf=highest, neginf=lowest)
+
+
+def _stretched(array: np.ndarray, offset: float, scale: float) -> np.ndarray:
+    """(array - offset) / scale in float32, in two passes whatever the stored type."""
+    return np.divide(np.subtract(array, np.float32(offset), dtype=np.float32), np.float32(scale), dtype=np.float32)
 
 
 def _finish(pixels: np.ndarray, meta: SafeMeta, notes: list[str]) -> XRay:

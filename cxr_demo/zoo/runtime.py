@@ -32,7 +32,8 @@ class OnnxRuntimeModule(torch.nn.Module):
 
     def forward(self, x: torch.Tensor):
         x = x.detach().float()
-        per_image = [self.session.run(None, {self.input_name: image[None].contiguous().numpy()}) for image in x]
+        # numpy makes the contiguous copy: a torch copy would wake torch's OpenMP pool, which then spins against ORT's
+        per_image = [self.session.run(None, {self.input_name: np.ascontiguousarray(image[None].numpy())}) for image in x]
         outputs = [torch.from_numpy(np.concatenate(parts)) for parts in zip(*per_image)]
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
@@ -58,8 +59,12 @@ def with_onnxruntime(module: torch.nn.Module, example: torch.Tensor, name: str) 
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         options.inter_op_num_threads = 1
-        # torch keeps its own thread pool for the other models: a spinning ORT pool would steal their 2 cores
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # ORT's workers spin between the ops of one run (a sleeping pool pays a wake-up per op), and stop when the run
+        # returns, so they do not steal the 2 cores from torch afterwards: a classify click 44.7 -> 39.2 ms together with
+        # `cxr_demo.io.preprocess.one_torch_thread` (2-core Xeon with AVX-512, 2026-12-02); spinning that went on after
+        # the run made clicks slower (70-86 ms)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+        options.add_session_config_entry("session.force_spinning_stop", "1")
         # a batch dimension fixed at 1 lets ORT plan every shape ahead: 4.8 vs 6.8 ms for EfficientNet-Lite0 at 224 px and
         # 2.3 vs 3.2 for the input check (2-core Xeon with AVX-512, 2026-12-02)
         options.add_free_dimension_override_by_name("batch", 1)
