@@ -23,13 +23,13 @@ from cxr_demo.zoo.spec import ModelSpec
 
 ZOO = "weights/zoo.toml"
 # what `python app.py` needs, besides the checkpoints (added per model); README.md carries the Space's front matter
-APP_PATTERNS = ("app.py", "README.md", "requirements.txt", "LICENSE", "cxr_demo/*", ZOO, "examples/*",
+APP_PATTERNS = ("app.py", "README.md", "docs/*", "requirements.txt", "LICENSE", "cxr_demo/*", ZOO, "examples/*",  # docs/: the README links there
                 "results/seed_experiments.json", "results/bench.json",  # the results files the leaderboard reads
                 "results/classify_table.json", "results/segment_table.json")
 NEVER = ("runs/*", ".venv/*", "*/.venv/*", ".cache/*", "*__pycache__*", "*.pyc", ".git/*", ".pytest_cache/*", "tests/*", "train/*",
          "*.egg-info/*", "screenshots/*")
 # remote paths this tool owns: files there that are no longer in the list are deleted by the next deploy
-OWNED = ("app.py", "requirements.txt", "LICENSE", "cxr_demo/*", "weights/*", "examples/*", "results/*")
+OWNED = ("app.py", "requirements.txt", "LICENSE", "docs/*", "cxr_demo/*", "weights/*", "examples/*", "results/*")
 WEIGHT_FILES = ("config.json", "model.safetensors")
 
 

@@ -57,7 +57,7 @@ def _tiny_repo(root: Path, hub_defaults: bool) -> Path:
     export_random_classifier(root / "weights" / "tiny", "mobilenetv2_035")
     source = "hf-hub:cxr-demo/tiny@0123456789abcdef0123456789abcdef01234567" if hub_defaults else "local:weights/tiny"
     tiny_zoo_toml(root / "weights", [dict(name="tiny", task="classify", arch="mobilenetv2_035", labels=LABELS, source=source, default=True)])
-    for rel in ("app.py", "README.md", "requirements.txt", "cxr_demo/__init__.py", "tests/test_x.py", "train/x.py", "results/bench.json",
+    for rel in ("app.py", "README.md", "docs/performance.md", "requirements.txt", "cxr_demo/__init__.py", "tests/test_x.py", "train/x.py", "results/bench.json",
                 "results/detect_cv/fold1.json", "examples/a.png"):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text("x")
@@ -71,7 +71,7 @@ def _tiny_repo(root: Path, hub_defaults: bool) -> Path:
 
 def test_only_tracked_files_that_match_the_patterns_go(tmp_path, capsys):
     paths = dry_run(capsys, root=_tiny_repo(tmp_path, hub_defaults=False))
-    assert set(paths) == {"app.py", "README.md", "requirements.txt", "cxr_demo/__init__.py", "results/bench.json", "examples/a.png",
+    assert set(paths) == {"app.py", "README.md", "docs/performance.md", "requirements.txt", "cxr_demo/__init__.py", "results/bench.json", "examples/a.png",
                           "weights/zoo.toml", "weights/tiny/config.json", "weights/tiny/model.safetensors", "weights/tiny/README.md",
                           "weights/tiny/metrics.json"}
 
