@@ -204,3 +204,19 @@ def test_bench_times_two_callables_in_turns_and_keeps_them_apart():
     p50 = interleaved_p50_ms({"fast": fast, "slow": slow}, repeats=3, warmup=0)
     assert order == ["fast", "slow"] * 3  # in turns, so a machine that slows down slows both
     assert p50["slow"] >= 20 > p50["fast"]
+
+
+def test_evaluate_shift_all_scores_the_unchanged_films_and_every_simulated_hospital(class_folder, capsys):
+    from train.evaluate import main as evaluate_main
+    from train.evaluate import run_classifier
+    from train.site_shift import SHIFTS
+
+    model = zoo.default("classify").name
+    evaluate_main(["--model", model, "--data", str(class_folder), "--shift", "all", "--json"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(result["by_shift"]) == {"none", *SHIFTS}
+    assert all(row["n"] == 30 for row in result["by_shift"].values())
+    assert result["worst_shift_accuracy"] == min(result["by_shift"][name]["accuracy"] for name in SHIFTS)
+    film = [class_folder / "COVID" / "images" / "COVID-0.png"]
+    plain, grainy = run_classifier(model, film).logits[0], run_classifier(model, film, shift=SHIFTS["grain"]).logits[0]
+    assert not torch.allclose(plain, grainy)  # the model read the changed film

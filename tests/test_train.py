@@ -329,6 +329,20 @@ def test_the_audit_card_names_the_segmenter_that_cut_its_crops():
               "adult_other_findings": {"Shenzhen (TB)": {"n": 3, "called_viral_pneumonia": 0.0}}}
     card = card_section("some-classifier", result)
     assert "`lung-unet-mobilenetv2-lite`" in card and "| **0.4000 (95% CI 0.17–0.69)** | 10 |" in card
+    assert "blank-fill" not in card and "--shift all" not in card  # an older audit without those figures: no empty tables
+
+
+def test_the_audit_card_shows_every_blank_and_marks_the_worst_simulated_hospital():
+    from train.audit import card_section
+
+    figures = {"accuracy": 0.9, "macro_f1": 0.9, "n": 9, "flagged": 0.0, "heatmap_in_lungs": 0.5}
+    result = {"test": figures, "lungs_removed": {"accuracy": 0.4, "n": 10},
+              "external": {**figures, "data": "elsewhere", "lungs_removed_accuracy": 0.5}, "adult_other_findings": {},
+              "lungs_removed_by_blank": {"n": 10, "median": 0.4, "dark": 0.41, "bright": 0.42, "noise": 0.43},
+              "site_shift": {"n": 10, "none": 0.9, "grain": 0.7, "jpeg": 0.8, "worst": "grain"}}
+    card = card_section("some-classifier", result)
+    assert "| median | dark | bright | noise |" in card and "| 0.400 | 0.410 | 0.420 | 0.430 |" in card
+    assert "| none | grain | jpeg |" in card and "| 0.900 | **0.700** | 0.800 |" in card and "worst **grain**" in card
 
 
 def test_training_blanks_the_lungs_exactly_where_lungs_removed_does(tmp_path, use_zoo, monkeypatch, example_png):

@@ -3,7 +3,9 @@
     python -m train.audit --model cxr-lungcrop-effnet-lite0 --write
 
 - the held-out test split as usual, plus the share of GradCAM mass inside the lung mask;
-- the same split with the lungs blanked out (chance is 1/3: anything well above it is read from outside the lungs);
+- the same split with the lungs blanked out (chance is 1/3: anything well above it is read from outside the lungs), with
+  the median grey the figure is quoted for and with every other blank (`BLANK_FILLS`), which a model may not have seen;
+- the same split changed as another hospital would change it (`train.site_shift`): the accuracy under each shift;
 - every external set in ../shared/data that carries one of the model's labels (other hospitals, never trained on), with n;
 - adult films from other hospitals with other findings (TB, pneumonia, pneumothorax): the share called "Viral Pneumonia",
   which in cxr-3class means "a young child from Guangzhou".
@@ -20,9 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from cxr_demo import zoo
+from cxr_demo.intake.lungs import BLANK_FILLS
 from train.cli import parse_config
 from train.data import SHARED
-from train.evaluate import evaluate_classifier, image_paths, run_classifier
+from train.evaluate import evaluate_classifier, evaluate_shifts, image_paths, run_classifier
 
 # other hospitals, by the label the files carry; none of these was used to train a classifier
 EXTERNAL_LABELLED = {
@@ -62,6 +65,9 @@ def audit(model: str, shared: Path = SHARED) -> dict:
     cxr3 = shared / "cxr-3class"
     test = evaluate_classifier(model, cxr3, "test", 0, cam=True)
     removed = evaluate_classifier(model, cxr3, "test", 0, lungs_removed=True)
+    by_blank = {fill: removed["accuracy"] if fill == "median" else evaluate_classifier(model, cxr3, "test", 0, True, fill=fill)["accuracy"]
+                for fill in BLANK_FILLS}
+    shifted = evaluate_shifts(model, cxr3, "test", 0)
     with tempfile.TemporaryDirectory() as tmp:
         labels = list(zoo.load(model).config.get("label_names") or zoo.get(model).labels)
         external = evaluate_classifier(model, external_folder(Path(tmp), shared, labels), "all", 0)
@@ -75,6 +81,9 @@ def audit(model: str, shared: Path = SHARED) -> dict:
                      "confusion_matrix": external.get("confusion_matrix"),
                      "lungs_removed_accuracy": external_removed.get("accuracy")},
         "adult_other_findings": {name: viral_pneumonia_share(model, shared / folder) for name, folder in ADULT_OTHER_FINDINGS.items()},
+        "lungs_removed_by_blank": {"n": removed["n"], **by_blank},
+        "site_shift": {"n": test["n"], **{name: row["accuracy"] for name, row in shifted["by_shift"].items()},
+                       "worst": shifted["worst_shift"]},
     }
 
 
@@ -116,7 +125,37 @@ from one hospital, so a high share means the model reads age or site, not diseas
 {adults}
 
 The other-hospital set is small (n={external['n']}): read its accuracy as a probe, not a precise figure.
-"""
+{blank_rows(result)}{shift_rows(result)}"""
+
+
+def blank_rows(result: dict) -> str:
+    by_blank = result.get("lungs_removed_by_blank")
+    if not by_blank:
+        return ""
+    fills = [fill for fill in BLANK_FILLS if fill in by_blank]
+    return (f"""
+With the lungs filled another way (`python -m train.evaluate --lungs-removed --blank-fill FILL`; test split, n={by_blank['n']},
+chance 0.33): a model that learned one blank rather than that the lungs are gone answers again with the others.
+
+| {' | '.join(fills)} |
+|{'---|' * len(fills)}
+| {' | '.join(f"{by_blank[fill]:.3f}" for fill in fills)} |
+""")
+
+
+def shift_rows(result: dict) -> str:
+    shifts = result.get("site_shift")
+    if not shifts:
+        return ""
+    names = [name for name in shifts if name not in ("n", "worst")]
+    return (f"""
+Another hospital, simulated (`python -m train.evaluate --shift all`: each test film changed before the intake as a different
+scanner, protocol or positioning would; n={shifts['n']}): accuracy, worst **{shifts['worst']}**.
+
+| {' | '.join(names)} |
+|{'---|' * len(names)}
+| {' | '.join(f"**{shifts[name]:.3f}**" if name == shifts['worst'] else f"{shifts[name]:.3f}" for name in names)} |
+""")
 
 
 @dataclass

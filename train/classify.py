@@ -46,7 +46,7 @@ class ClassifyConfig(TrainConfig):
     fraction: float = 1.0
     train_last: int | None = None  # fine-tune only the last N blocks (+ head): the DINOv2/BEiT recipe
     crop: str = "none"  # "lungs": train on the lung box from the zoo's segmenter (cxr_demo.intake.lungs), as the app will see it
-    augment: str = "standard"  # "site": also gamma, noise, JPEG and stronger blur/contrast, to break scanner and site cues
+    augment: str = "standard"  # "site": also gamma, noise, JPEG and stronger blur/contrast, to break scanner and site cues; "harsh": site with heavier grain and JPEG
     counterfactual: float = 0.0  # share of each batch added as lungs-blanked crops with a uniform target: nothing outside the lungs may decide
     counterfactual_weight: float = 1.0  # of that uniform-target term against the films' cross-entropy
     blind_weight: float = 0.0  # of the between-class spread of the blanked crops' logits: their answer may not depend on the class
@@ -129,7 +129,9 @@ def freeze_all_but_last(model: torch.nn.Module, n_blocks: int) -> int:
 def train_augment(size: int, steps: str, strength: str = "standard"):
     """X-ray-appropriate augmentation. Geometry first, then the inference-time intensity step, then blur/contrast
     noise, so that the model cannot rely on one scanner's sharpness or contrast. No flips: anatomy is lateralised.
-    `site` adds what differs between hospitals (gamma, grain, JPEG, softer or sharper films) before the intensity step."""
+    `site` adds what differs between hospitals (gamma, grain, JPEG, softer or sharper films) before the intensity step;
+    `harsh` draws the grain up to 7% of the range and the JPEG quality down to 15, each on half the crops (a low-dose
+    portable film, a teleradiology export), where `site` stops at 4% and 30 on a third."""
     scale = (0.7, 1.0) if strength == "standard" else (0.75, 1.0)
     geometric = v2.Compose([v2.RandomResizedCrop(size, scale=scale, ratio=(0.85, 1.18), antialias=True),
                             v2.RandomAffine(degrees=10, translate=(0.05, 0.05))])
@@ -137,13 +139,18 @@ def train_augment(size: int, steps: str, strength: str = "standard"):
                               v2.RandomApply([v2.ColorJitter(brightness=0.15, contrast=0.2)], p=0.5)])
     if strength == "standard":
         return lambda image: photometric(apply_steps(geometric(image), steps))
-    if strength != "site":
-        raise SystemExit(f"--augment must be 'standard' or 'site', got {strength!r}")
+    if strength not in ("site", "harsh"):
+        raise SystemExit(f"--augment must be 'standard', 'site' or 'harsh', got {strength!r}")
+    grain, lowest_quality, p = (0.04, 30, 0.3) if strength == "site" else (0.07, 15, 0.5)
     site = v2.Compose([v2.RandomApply([random_gamma(0.6, 1.6)], p=0.6),
                        v2.RandomApply([v2.ColorJitter(brightness=0.25, contrast=0.35)], p=0.6),
-                       v2.RandomApply([v2.GaussianBlur(7, sigma=(0.3, 2.0))], p=0.3), v2.RandomApply([v2.JPEG((30, 90))], p=0.3),
-                       v2.RandomApply([gaussian_grain(0.04)], p=0.3)])
+                       v2.RandomApply([v2.GaussianBlur(7, sigma=(0.3, 2.0))], p=0.3), v2.RandomApply([v2.JPEG((lowest_quality, 90))], p=p),
+                       v2.RandomApply([gaussian_grain(grain)], p=p)])
     return lambda image: photometric(apply_steps(site(geometric(image)), steps))
+
+
+AUGMENT_NOTES = {"site": ", plus gamma, grain and JPEG (`--augment site`)",
+                 "harsh": ", plus gamma, grain up to 7% and JPEG down to quality 15 (`--augment harsh`)"}
 
 
 def random_gamma(low: float, high: float):
@@ -349,7 +356,7 @@ train {split_sizes["train"]}, val {split_sizes["val"]}, test {split_sizes["test"
 Init: {init_text}. Optimizer {cfg.opt}, lr {cfg.lr}, weight decay {cfg.weight_decay}, {cfg.sched} schedule,
 {cfg.epochs} epochs, batch {cfg.batch_size}, EMA {cfg.ema_decay}, input {cfg.img_size} px, preprocessing `{cfg.preprocess}`
 (histogram equalization at train and inference time), augmentation: random resized crop, small rotation/shift,
-blur and contrast jitter{", plus gamma, grain and JPEG (`--augment site`)" if cfg.augment == "site" else ""}; no flips.
+blur and contrast jitter{AUGMENT_NOTES.get(cfg.augment, "")}; no flips.
 {lung_crop_note() if cfg.crop == "lungs" else "Input: the whole film, squashed to a square."}{counterfactual_note(cfg)}{selection_note(cfg)}{distillation_note(cfg)} Data fraction {cfg.fraction:.0%}; trained layers: {"all" if cfg.train_last is None else f"last {cfg.train_last} blocks + head"}.
 Minutes per epoch (2-core CPU): {metrics["minutes_per_epoch"]:.2f}. Temperature (fitted on val): {test["temperature"]:.3f}.
 

@@ -12,11 +12,13 @@ check refuses or flags, unreadable files included.
     python -m train.evaluate --task check --data DIR --json            # only the input check: flagged share and reasons
     python -m train.evaluate --data ../shared/data/cxr-3class --split test --lungs-removed --json   # the shortcut, as accuracy
     python -m train.evaluate --data ../shared/data/cxr-3class --split test --heatmap-share --json   # GradCAM mass inside the lungs
+    python -m train.evaluate --data ../shared/data/cxr-3class --split test --shift all --json       # another hospital, simulated
 """
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -35,6 +37,7 @@ from cxr_demo.tasks import classify
 from cxr_demo.tasks.metrics import classification_report
 from train import data as datasets
 from train.cli import parse_config, usage_error
+from train.site_shift import SHIFTS
 
 
 def image_paths(data_dir: Path) -> list[Path]:
@@ -75,9 +78,9 @@ class Pass:
 
 
 def run_classifier(model_name: str | None, paths: list[Path], lungs_removed: bool = False, cam: bool = False,
-                   fill: str = "median") -> Pass:
-    """Every image through intake (input check + lung mask) and, when a model is given, the classifier (with the lungs
-    blanked with `fill`, if asked)."""
+                   fill: str = "median", shift: Callable[[np.ndarray], np.ndarray] | None = None) -> Pass:
+    """Every image (changed by `shift` first, if given: see `train.site_shift`) through intake (input check + lung mask)
+    and, when a model is given, the classifier (with the lungs blanked with `fill`, if asked)."""
     loaded = zoo.load(model_name) if model_name else None
     seen = Pass()
     for i, path in enumerate(tqdm(paths, desc="evaluate", unit="img", file=sys.stderr)):
@@ -86,6 +89,8 @@ def run_classifier(model_name: str | None, paths: list[Path], lungs_removed: boo
         except InvalidImage:
             seen.flag("unreadable")
             continue
+        if shift is not None:
+            xray = XRay(shift(xray.pixels), xray.meta, xray.warnings)
         checked = intake(xray)
         if checked.verdict.flagged:
             seen.flag(checked.verdict.reason)
@@ -118,28 +123,41 @@ def split_part(data: datasets.LabelledImages, split: str, seed: int) -> datasets
 
 
 def evaluate_classifier(model_name: str, data_dir: Path, split: str, seed: int, lungs_removed: bool = False, cam: bool = False,
-                        fill: str = "median") -> dict:
+                        fill: str = "median", shift: str | None = None) -> dict:
     loaded = zoo.load(model_name)
     labels = list(loaded.config.get("label_names") or loaded.spec.labels)
     temperature = float(loaded.options.get("temperature", 1.0))
     folders = labelled_folders(data_dir, labels)
     if folders is None:
-        return predicted_distribution(model_name, data_dir, labels, temperature, lungs_removed, fill)
+        return predicted_distribution(model_name, data_dir, labels, temperature, lungs_removed, fill, shift)
     data = split_part(datasets.read_class_folders(data_dir, folders), split, seed)
-    seen = run_classifier(model_name, data.paths, lungs_removed, cam, fill)
+    seen = run_classifier(model_name, data.paths, lungs_removed, cam, fill, SHIFTS[shift] if shift else None)
     targets = torch.tensor([labels.index(data.classes[data.labels[i]]) for i in seen.kept])
     report = classification_report(torch.stack(seen.logits), targets, labels, temperature)
     result = {"model": model_name, "task": loaded.spec.task, "data": str(data_dir), "split": split, "lungs_removed": lungs_removed,
-              **({"blank_fill": fill} if lungs_removed else {}), **report, **check_summary(seen, len(data.paths))}
+              **({"blank_fill": fill} if lungs_removed else {}), **({"shift": shift} if shift else {}),
+              **report, **check_summary(seen, len(data.paths))}
     if seen.heatmap_in_lungs:
         result["heatmap_in_lungs"] = float(np.mean(seen.heatmap_in_lungs))
     return result
 
 
+def evaluate_shifts(model_name: str, data_dir: Path, split: str, seed: int) -> dict:
+    """The unchanged films, then each simulated other hospital in turn (`train.site_shift`): accuracy, macro-F1 and the
+    share the input check flags, per shift, and the worst accuracy of them."""
+    by_shift = {}
+    for name in ("none", *SHIFTS):
+        result = evaluate_classifier(model_name, data_dir, split, seed, shift=None if name == "none" else name)
+        by_shift[name] = {key: result[key] for key in ("accuracy", "macro_f1", "flagged", "n", "ece")}
+    worst = min((name for name in SHIFTS), key=lambda name: by_shift[name]["accuracy"])
+    return {"model": model_name, "task": zoo.get(model_name).task, "data": str(data_dir), "split": split, "shift": "all",
+            "by_shift": by_shift, "worst_shift": worst, "worst_shift_accuracy": by_shift[worst]["accuracy"]}
+
+
 def predicted_distribution(model_name: str, data_dir: Path, labels: list[str], temperature: float, lungs_removed: bool = False,
-                           fill: str = "median") -> dict:
+                           fill: str = "median", shift: str | None = None) -> dict:
     paths = image_paths(data_dir)
-    seen = run_classifier(model_name, paths, lungs_removed, fill=fill)
+    seen = run_classifier(model_name, paths, lungs_removed, fill=fill, shift=SHIFTS[shift] if shift else None)
     probs = (torch.stack(seen.logits) / temperature).softmax(1) if seen.logits else torch.zeros(0, len(labels))
     counts = np.bincount(probs.argmax(1).numpy(), minlength=len(labels))
     return {"model": model_name, "task": "classify", "data": str(data_dir), "n": len(seen.kept),
@@ -196,6 +214,8 @@ def evaluate_zeroshot_folder(model_name: str, data_dir: Path, split: str, seed: 
 
 
 def print_summary(result: dict) -> None:
+    for name, row in result.get("by_shift", {}).items():
+        print(f"  shift {name:<15} accuracy {row['accuracy']:.4f}  macro-F1 {row['macro_f1']:.4f}  flagged {row['flagged']:.1%}  (n={row['n']})")
     if "flagged" in result:
         print(f"input check on {result['data']}: flagged {result['n_flagged']}/{result['n_files']} ({result['flagged']:.1%}) {result['flag_reasons']}")
     if "heatmap_in_lungs" in result:
@@ -231,6 +251,8 @@ class EvaluateConfig:
     blank_fill: str = field(default="median", metadata={"choices": BLANK_FILLS, "help": "with --lungs-removed: what fills the lungs "
                             "(median: the counterfactual penalty's default blank; dark, bright and noise: blanks a median-trained model never saw)"})
     heatmap_share: bool = field(default=False, metadata={"help": "classify: also report the GradCAM mass inside the lung mask"})
+    shift: str | None = field(default=None, metadata={"choices": (*SHIFTS, "all"), "help": "classify or zeroshot: change each "
+                              "film as another hospital would before the intake (train.site_shift); 'all' scores every shift"})
     json: bool = field(default=False, metadata={"help": "end with one JSON line (always printed; kept for scripts)"})
 
 
@@ -252,10 +274,12 @@ def evaluate_model(args: EvaluateConfig) -> dict:
     model_task = zoo.get(model).task
     if model_task not in zoo.TASKS[args.task].kinds:  # a multi-task model is scored as a classifier or as a segmenter
         usage_error(f"{model} is a {model_task} model; pass --task {' or --task '.join(zoo.task_table.tasks_served_by(model_task))}")
+    if args.shift == "all" and args.task in ("classify", "zeroshot"):
+        return evaluate_shifts(model, args.data, args.split, args.seed)
     if args.task == "classify":
-        return evaluate_classifier(model, args.data, args.split, args.seed, args.lungs_removed, args.heatmap_share, args.blank_fill)
-    if args.task == "zeroshot" and args.lungs_removed:  # the clinical prompts, through the classifier's lungs-removed path
-        return evaluate_classifier(model, args.data, args.split, args.seed, lungs_removed=True, fill=args.blank_fill)
+        return evaluate_classifier(model, args.data, args.split, args.seed, args.lungs_removed, args.heatmap_share, args.blank_fill, args.shift)
+    if args.task == "zeroshot" and (args.lungs_removed or args.shift):  # the clinical prompts, through the classifier's path
+        return evaluate_classifier(model, args.data, args.split, args.seed, args.lungs_removed, fill=args.blank_fill, shift=args.shift)
     if args.task == "zeroshot":
         return evaluate_zeroshot_folder(model, args.data, args.split, args.seed, args.prompts or "clinical")
     if args.task == "detect":
