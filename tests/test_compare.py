@@ -164,3 +164,13 @@ def test_a_zero_shot_models_clinical_row_carries_its_audit():
     assert clinical.lungs_removed_accuracy == metrics["audit"]["lungs_removed"]["accuracy"]
     assert clinical.external_n == metrics["audit"]["external"]["n"]
     assert all(e.lungs_removed_accuracy is None for e in entries if e is not clinical)
+
+
+def test_the_leaderboard_shows_the_worst_simulated_hospital_from_the_audit():
+    name = zoo.default("classify").name
+    metrics = json.loads((REPO / "weights" / name / "metrics.json").read_text())
+    shifts = metrics["audit"]["site_shift"]
+    entry = next(e for e in leaderboard.entries_for(zoo.get(name), metrics, {}) if e.model == name)
+    assert entry.worst_shift_accuracy == shifts[shifts["worst"]] == min(v for k, v in shifts.items() if k not in ("n", "worst", "none"))
+    without = {**metrics, "audit": {k: v for k, v in metrics["audit"].items() if k != "site_shift"}}
+    assert next(e for e in leaderboard.entries_for(zoo.get(name), without, {}) if e.model == name).worst_shift_accuracy is None

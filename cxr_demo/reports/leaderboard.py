@@ -16,7 +16,8 @@ RESULTS_DIR = zoo.REPO_ROOT / "results"
 # the kinds of model a user picks in a tab; the input check runs inside every tab instead
 KINDS = tuple(dict.fromkeys(kind for task in zoo.TASKS.values() if task.endpoint for kind in task.kinds))
 HEADERS = {"f1": "macro-F1", "precision": "precision", "recall": "recall", "accuracy": "accuracy", "external_accuracy": "other-hospital accuracy",
-           "external_n": "other-hospital n", "lungs_removed_accuracy": "accuracy, lungs removed", "heatmap_in_lungs": "heatmap in lungs",
+           "external_n": "other-hospital n", "worst_shift_accuracy": "accuracy, worst simulated hospital",
+           "lungs_removed_accuracy": "accuracy, lungs removed", "heatmap_in_lungs": "heatmap in lungs",
            "ece": "ECE", "dice": "Dice", "iou": "IoU", "external_dice": "other-hospital Dice", "map50": "mAP@0.5", "map": "mAP@[.5:.95]"}
 # every task's metric columns from the task table, in its order: a new task's figures get their columns here
 FIGURES = tuple(dict.fromkeys(column for task in zoo.TASKS.values() for column in task.metric_columns))
@@ -24,8 +25,8 @@ COLUMNS = ("model", "task", "variant", *[HEADERS[f] for f in FIGURES], "min/epoc
 SORTABLE = COLUMNS[3:-2]
 
 # what fits a desktop screen and answers "which model, and is it right for the right reasons"; the rest can be added
-DEFAULT_COLUMNS = ("model", "task", "macro-F1", "other-hospital accuracy", "accuracy, lungs removed", "heatmap in lungs", "Dice",
-                   "other-hospital Dice", "mAP@0.5", "CPU p50 ms", "variant")
+DEFAULT_COLUMNS = ("model", "task", "macro-F1", "other-hospital accuracy", "accuracy, worst simulated hospital", "accuracy, lungs removed",
+                   "heatmap in lungs", "Dice", "other-hospital Dice", "mAP@0.5", "CPU p50 ms", "variant")
 
 
 def shown_columns(chosen: list[str] | None, sort_by: str) -> list[str]:
@@ -50,6 +51,7 @@ class Entry:
     accuracy: float | None = None
     external_accuracy: float | None = None
     external_n: int | None = None
+    worst_shift_accuracy: float | None = None  # the lowest accuracy of `train.evaluate --shift all` (train/site_shift.py)
     lungs_removed_accuracy: float | None = None
     heatmap_in_lungs: float | None = None
     ece: float | None = None
@@ -112,12 +114,14 @@ def _external_dice(metrics: dict) -> float | None:
 
 
 def _shortcut(metrics: dict) -> dict:
-    """The audit's figures (`python -m train.audit --write`): other hospitals, lungs removed, heatmap inside the lungs;
-    for a checkpoint shipped from the architecture table without an audit, the table's own measurement of them."""
+    """The audit's figures (`python -m train.audit --write`): other hospitals, the worst simulated one, lungs removed, heatmap
+    inside the lungs; for a checkpoint shipped from the architecture table without an audit, the table's own measurement of them."""
     audit = metrics.get("audit")
     if not audit:
         return {key: metrics["table"][key] for key in SHORTCUT_KEYS} if metrics.get("table") else {}
+    shifts = audit.get("site_shift") or {}
     return dict(external_accuracy=audit["external"].get("accuracy"), external_n=audit["external"].get("n"),
+                worst_shift_accuracy=shifts.get(shifts.get("worst")),
                 lungs_removed_accuracy=audit["lungs_removed"].get("accuracy"), heatmap_in_lungs=audit["test"].get("heatmap_in_lungs"))
 
 

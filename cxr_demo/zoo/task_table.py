@@ -27,7 +27,8 @@ class Task:
 
 TASKS: dict[str, Task] = {task.name: task for task in (
     Task("classify", "Classify", {"classify": "train.classify", "multitask": "train.multitask"},
-         ("f1", "precision", "recall", "accuracy", "external_accuracy", "external_n", "lungs_removed_accuracy", "heatmap_in_lungs", "ece"),
+         ("f1", "precision", "recall", "accuracy", "external_accuracy", "external_n", "worst_shift_accuracy", "lungs_removed_accuracy",
+          "heatmap_in_lungs", "ece"),
          "config.json label_names (checked against zoo.toml labels)", compare_with=("zeroshot",), target_ms=100),
     Task("zeroshot", "CLIP prompt playground", {"zeroshot": "train.clip"}, ("f1", "precision", "recall", "accuracy", "ece"),
          "config.json label_names, else zoo.toml labels: the classes its prompts must describe", compared=False, target_ms=60),
