@@ -27,8 +27,8 @@ from cxr_demo.tasks.metrics import classification_report
 from cxr_demo.zoo import clip_model
 from train import data as datasets
 from train.captions import caption_bank, sample_captions
-from train.classify import (between_class_spread, counterfactual_batches, lungs_removed_accuracy, no_class_loss, selection_score,
-                            train_augment, validation_blanks)
+from train.classify import (AUGMENT_NOTES, between_class_spread, counterfactual_batches, lungs_removed_accuracy, no_class_loss,
+                            selection_score, train_augment, validation_blanks)
 from train.data import Batches, endless
 from train.engine import Export, TrainConfig, Trainer, load_imagenet, main, predict
 
@@ -53,6 +53,7 @@ class ClipConfig(TrainConfig):
     blind_weight: float = 0.0  # of the between-class spread of the blanked crops' class scores (train.classify's --blind-weight)
     shortcut_bar: float | None = None  # best.pt on val macro-F1 less how far val lungs-removed accuracy exceeds this
     blank_fills: str = "median"  # train.classify's --blank-fills
+    augment: str = "standard"  # train.classify's --augment: "site" adds gamma, grain and JPEG, which a film from elsewhere brings
 
 
 @torch.no_grad()
@@ -92,7 +93,7 @@ class ClipTrainer(Trainer):
         heads = [*model.text.proj.parameters(), model.logit_scale, *model.visual.head.parameters()]
         self.optimizer = create_optimizer_v2([{"params": list(model.visual.trunk.parameters()), "lr": cfg.lr},
                                               {"params": heads, "lr": cfg.head_lr}], opt="adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.train_batches = Batches(pixels, data.labels, self.splits["train"], cfg.batch_size, train_augment(cfg.img_size, cfg.preprocess),
+        self.train_batches = Batches(pixels, data.labels, self.splits["train"], cfg.batch_size, train_augment(cfg.img_size, cfg.preprocess, cfg.augment),
                                      MEAN, STD, shuffle=True, seed=cfg.seed)
         self.steps_per_epoch = min(len(self.train_batches), cfg.max_steps or len(self.train_batches))
         self.scheduler, _ = create_scheduler_v2(self.optimizer, sched="cosine", num_epochs=cfg.epochs, warmup_epochs=1,
@@ -213,6 +214,10 @@ def counterfactual_flags(cfg: ClipConfig) -> str:
             + (f" --blank-fills {cfg.blank_fills}" if cfg.blank_fills != "median" else "") + bar + f" --lr {cfg.lr:g} --head-lr {cfg.head_lr:g}")
 
 
+def augment_flag(cfg: ClipConfig) -> str:
+    return f" --augment {cfg.augment}" if cfg.augment != "standard" else ""
+
+
 def penalty_notes(cfg: ClipConfig) -> str:
     blind = (f" Plus {cfg.blind_weight:g} x the between-class variance of those crops' centred class scores (`--blind-weight`): on "
              "average their answer may not depend on their class." if cfg.blind_weight and cfg.counterfactual > 0 else "")
@@ -236,9 +241,9 @@ For it, zero-shot means *free-text prompts on unseen images*, not unseen disease
 cardiomegaly and it will answer with confidence and without knowledge.
 
 ## Training
-`python -m train.clip --data {cfg.data} --init {cfg.init} --name {cfg.name} --epochs {cfg.epochs}{crop_flag}{counterfactual_flags(cfg)}`: AdamW, image tower lr {cfg.lr},
+`python -m train.clip --data {cfg.data} --init {cfg.init} --name {cfg.name} --epochs {cfg.epochs}{crop_flag}{counterfactual_flags(cfg)}{augment_flag(cfg)}`: AdamW, image tower lr {cfg.lr},
 projections and logit scale lr {cfg.head_lr}, cosine schedule, batch {cfg.batch_size}, {cfg.img_size} px, preprocessing `{cfg.preprocess}`,
-the classifier's augmentation, seeded 80/10/10 split (the classifier's split), checkpoint chosen on validation macro-F1 with the
+the classifier's augmentation{AUGMENT_NOTES.get(cfg.augment, "")}, seeded 80/10/10 split (the classifier's split), checkpoint chosen on validation macro-F1 with the
 training captions' class means. Loss: symmetric InfoNCE with every same-class caption a positive.{f" Plus, weighted {cfg.counterfactual_weight:g}, cross-entropy against the uniform distribution for lungs-blanked crops (a share of {cfg.counterfactual:g} of each batch) scored against the class embeddings: with the lungs gone, no class may fit." if cfg.counterfactual > 0 else ""}{penalty_notes(cfg)}
 
 Results per prompt preset (test split, never trained on) are in `metrics.json`; reproduce them with
