@@ -67,7 +67,7 @@ def audit(model: str, shared: Path = SHARED) -> dict:
     removed = evaluate_classifier(model, cxr3, "test", 0, lungs_removed=True)
     by_blank = {fill: removed["accuracy"] if fill == "median" else evaluate_classifier(model, cxr3, "test", 0, True, fill=fill)["accuracy"]
                 for fill in BLANK_FILLS}
-    shifted = evaluate_shifts(model, cxr3, "test", 0)
+    shifted = evaluate_shifts(model, cxr3, "test", 0, unchanged=test)
     with tempfile.TemporaryDirectory() as tmp:
         labels = list(zoo.load(model).config.get("label_names") or zoo.get(model).labels)
         external = evaluate_classifier(model, external_folder(Path(tmp), shared, labels), "all", 0)

@@ -126,6 +126,10 @@ def freeze_all_but_last(model: torch.nn.Module, n_blocks: int) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+# --augment's site levels: (grain up to this share of the range, lowest JPEG quality, probability of each)
+SITE_STRENGTHS = {"site": (0.04, 30, 0.3), "harsh": (0.07, 15, 0.5)}
+
+
 def train_augment(size: int, steps: str, strength: str = "standard"):
     """X-ray-appropriate augmentation. Geometry first, then the inference-time intensity step, then blur/contrast
     noise, so that the model cannot rely on one scanner's sharpness or contrast. No flips: anatomy is lateralised.
@@ -139,9 +143,9 @@ def train_augment(size: int, steps: str, strength: str = "standard"):
                               v2.RandomApply([v2.ColorJitter(brightness=0.15, contrast=0.2)], p=0.5)])
     if strength == "standard":
         return lambda image: photometric(apply_steps(geometric(image), steps))
-    if strength not in ("site", "harsh"):
-        raise SystemExit(f"--augment must be 'standard', 'site' or 'harsh', got {strength!r}")
-    grain, lowest_quality, p = (0.04, 30, 0.3) if strength == "site" else (0.07, 15, 0.5)
+    if strength not in SITE_STRENGTHS:
+        raise SystemExit(f"--augment must be 'standard', {' or '.join(map(repr, SITE_STRENGTHS))}, got {strength!r}")
+    grain, lowest_quality, p = SITE_STRENGTHS[strength]
     site = v2.Compose([v2.RandomApply([random_gamma(0.6, 1.6)], p=0.6),
                        v2.RandomApply([v2.ColorJitter(brightness=0.25, contrast=0.35)], p=0.6),
                        v2.RandomApply([v2.GaussianBlur(7, sigma=(0.3, 2.0))], p=0.3), v2.RandomApply([v2.JPEG((lowest_quality, 90))], p=p),

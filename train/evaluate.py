@@ -142,14 +142,18 @@ def evaluate_classifier(model_name: str, data_dir: Path, split: str, seed: int, 
     return result
 
 
-def evaluate_shifts(model_name: str, data_dir: Path, split: str, seed: int) -> dict:
+def evaluate_shifts(model_name: str, data_dir: Path, split: str, seed: int, unchanged: dict | None = None) -> dict:
     """The unchanged films, then each simulated other hospital in turn (`train.site_shift`): accuracy, macro-F1 and the
-    share the input check flags, per shift, and the worst accuracy of them."""
+    share the input check flags, per shift, and the worst accuracy of them. `unchanged`: the caller's own
+    `evaluate_classifier` result on the same films, so that they are not run again."""
     by_shift = {}
     for name in ("none", *SHIFTS):
-        result = evaluate_classifier(model_name, data_dir, split, seed, shift=None if name == "none" else name)
+        if name == "none" and unchanged is not None:
+            result = unchanged
+        else:
+            result = evaluate_classifier(model_name, data_dir, split, seed, shift=None if name == "none" else name)
         by_shift[name] = {key: result[key] for key in ("accuracy", "macro_f1", "flagged", "n", "ece")}
-    worst = min((name for name in SHIFTS), key=lambda name: by_shift[name]["accuracy"])
+    worst = min(SHIFTS, key=lambda name: by_shift[name]["accuracy"])
     return {"model": model_name, "task": zoo.get(model_name).task, "data": str(data_dir), "split": split, "shift": "all",
             "by_shift": by_shift, "worst_shift": worst, "worst_shift_accuracy": by_shift[worst]["accuracy"]}
 
